@@ -1,0 +1,158 @@
+"""The prediction core shared by the CLI, the benchmarks, the tests and Python users."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .encoders import ImageEncoder, LocationEncoder, l2_normalize
+from .errors import UsageError
+from .preprocess import Preprocess
+from .providers import providers_for
+from .search import FlatSearch, SearchResult
+from .store import InstalledModel, get_model
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+
+@dataclass(frozen=True)
+class Prediction:
+    lat: float
+    lon: float
+    probability: float
+    index: int  # row in the gallery
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"lat": round(self.lat, 6), "lon": round(self.lon, 6),
+                "probability": float(self.probability)}
+
+
+@dataclass(frozen=True)
+class Gallery:
+    name: str
+    coords: np.ndarray  # (N, 2) float32 lat/lon
+    embeddings: np.ndarray  # (N, D) float16, normalised, memory-mapped
+
+
+def default_precision(model: InstalledModel, on_cuda: bool) -> str:
+    have = model.manifest.image_encoders
+    order = ("fp16", "fp32") if on_cuda else ("int8", "fp32")
+    for p in order:
+        if p in have:
+            return p
+    return next(iter(have))
+
+
+class Geolocator:
+    """A loaded model set: image encoder, location encoder and a gallery.
+
+    Encoders load lazily, so ``Geolocator.load()`` is cheap until the first prediction.
+    """
+
+    def __init__(
+        self,
+        model: InstalledModel,
+        *,
+        precision: str | None = None,
+        device: str = "auto",
+        gallery: str | None = None,
+        threads: int | None = None,
+    ) -> None:
+        self.model = model
+        self.device = device
+        self.threads = threads
+        manifest = model.manifest
+        on_cuda = providers_for(device)[0] == "CUDAExecutionProvider"
+        self.precision = precision or default_precision(model, on_cuda)
+        if self.precision not in manifest.image_encoders:
+            raise UsageError(
+                f"model set {model.name!r} has no {self.precision} image encoder "
+                f"(it has: {', '.join(manifest.image_encoders)})"
+            )
+        self.gallery_name = gallery or manifest.raw.get("default_gallery") or next(
+            iter(manifest.galleries)
+        )
+        if self.gallery_name not in manifest.galleries:
+            raise UsageError(
+                f"model set {model.name!r} has no gallery {self.gallery_name!r} "
+                f"(it has: {', '.join(manifest.galleries)})"
+            )
+        self.preprocess = Preprocess.from_manifest(manifest.preprocess)
+        self.logit_scale = manifest.logit_scale
+
+    @classmethod
+    def load(cls, model: str | None = None, **kwargs: Any) -> Geolocator:
+        """Open an installed model set by name (default: ``GEOGUESS_MODEL`` or the default)."""
+        return cls(get_model(model), **kwargs)
+
+    @property
+    def random_weights(self) -> bool:
+        return self.model.manifest.random_weights
+
+    @cached_property
+    def image_encoder(self) -> ImageEncoder:
+        rel = self.model.manifest.image_encoders[self.precision]
+        return ImageEncoder(self.model.file(rel), self.device, threads=self.threads)
+
+    @cached_property
+    def location_encoder(self) -> LocationEncoder:
+        return LocationEncoder(
+            self.model.file(self.model.manifest.location_encoder), self.device, threads=self.threads
+        )
+
+    @cached_property
+    def gallery(self) -> Gallery:
+        entry = self.model.manifest.galleries[self.gallery_name]
+        coords = np.load(self.model.file(entry["coords"]), allow_pickle=False)
+        emb = np.load(self.model.file(entry["embeddings"]), mmap_mode="r", allow_pickle=False)
+        return Gallery(self.gallery_name, coords, emb)
+
+    @cached_property
+    def flat(self) -> FlatSearch:
+        return FlatSearch(self.gallery.embeddings, self.logit_scale)
+
+    @property
+    def provider(self) -> str:
+        return self.image_encoder.provider
+
+    # --- embeddings ---------------------------------------------------------------------
+
+    def pixels(self, images: Sequence[Image.Image]) -> np.ndarray:
+        return self.preprocess.batch(images)
+
+    def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """(N, 3, 224, 224) preprocessed pixels -> (N, 512) normalised embeddings."""
+        return l2_normalize(self.image_encoder(pixels))
+
+    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        return self.embed_pixels(self.pixels(images))
+
+    def embed_locations(self, latlon: np.ndarray) -> np.ndarray:
+        """(N, 2) lat/lon degrees -> (N, 512) normalised location embeddings."""
+        return l2_normalize(self.location_encoder(np.asarray(latlon, dtype=np.float32)))
+
+    # --- prediction ---------------------------------------------------------------------
+
+    def search(self, embeddings: np.ndarray, top_k: int = 5) -> list[SearchResult]:
+        """Raw gallery search for (Q, D) normalised embeddings."""
+        if top_k < 1:
+            raise UsageError(f"top-k must be at least 1, got {top_k}")
+        return self.flat.search(embeddings, top_k)
+
+    def predictions(self, result: SearchResult) -> list[Prediction]:
+        coords = self.gallery.coords
+        return [
+            Prediction(float(coords[i, 0]), float(coords[i, 1]), float(p), int(i))
+            for i, p in zip(result.indices, result.probabilities)
+        ]
+
+    def predict_embeddings(self, embeddings: np.ndarray, top_k: int = 5) -> list[list[Prediction]]:
+        return [self.predictions(r) for r in self.search(embeddings, top_k)]
+
+    def predict_images(self, images: Sequence[Image.Image], top_k: int = 5) -> list[list[Prediction]]:
+        return self.predict_embeddings(self.embed_images(images), top_k)

@@ -1,0 +1,180 @@
+"""Locating photos: decode, read EXIF, encode, search, name the places.
+
+The work is split into :func:`prepare` (decoding and preprocessing, CPU-bound and
+thread-friendly: Pillow releases the GIL), the encoder batch, and :func:`finish`
+(search, place names, spread), so a folder scan can overlap them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+import numpy as np
+
+from .errors import InputError
+
+if TYPE_CHECKING:
+    from .exif import PhotoMetadata
+    from .geolocator import Geolocator, Prediction
+    from .places import Place
+
+Source = str | Path | bytes | BinaryIO
+
+#: Probability mass levels reported as the spread of the candidates.
+SPREAD_LEVELS = (0.5, 0.9)
+
+
+@dataclass
+class Candidate:
+    prediction: Prediction
+    place: Place | None
+    distance_from_best_km: float
+
+    def to_dict(self) -> dict[str, Any]:
+        d = self.prediction.to_dict()
+        d["place"] = self.place.to_dict() if self.place else None
+        d["distance_from_best_km"] = round(self.distance_from_best_km, 1)
+        return d
+
+
+@dataclass
+class LocateResult:
+    file: str
+    candidates: list[Candidate] = field(default_factory=list)
+    metadata: PhotoMetadata | None = None
+    exif_place: Place | None = None
+    spread_km: dict[float, float] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def best(self) -> Candidate | None:
+        return self.candidates[0] if self.candidates else None
+
+    @property
+    def exif_gps(self) -> tuple[float, float] | None:
+        gps = self.metadata.gps if self.metadata else None
+        return (gps.lat, gps.lon) if gps else None
+
+    @property
+    def exif_error_km(self) -> float | None:
+        """Distance from the best guess to the photo's own EXIF GPS, when it has one."""
+        from .geo import haversine_km
+
+        if self.best is None or self.exif_gps is None:
+            return None
+        p = self.best.prediction
+        return float(haversine_km(p.lat, p.lon, *self.exif_gps))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``--json`` record. Fields are only ever added, never renamed."""
+        gps = self.exif_gps
+        err = self.exif_error_km
+        return {
+            "file": self.file,
+            "predictions": [c.to_dict() for c in self.candidates],
+            "spread_km": {f"p{int(q * 100)}": round(r, 1) for q, r in self.spread_km.items()},
+            "exif_gps": None if gps is None else {"lat": gps[0], "lon": gps[1]},
+            "exif_place": self.exif_place.to_dict() if self.exif_place else None,
+            "exif_error_km": None if err is None else round(err, 1),
+            "exif": self.metadata.to_dict() if self.metadata else None,
+            "error": self.error,
+        }
+
+
+@dataclass
+class Prepared:
+    name: str
+    pixels: np.ndarray | None
+    metadata: PhotoMetadata | None
+    error: str | None = None
+
+
+def display_name(source: Source, name: str | None = None) -> str:
+    if name:
+        return name
+    if isinstance(source, (str, Path)):
+        return str(source)
+    return "<stdin>"
+
+
+def prepare(geo: Geolocator, source: Source, *, name: str | None = None) -> Prepared:
+    """Decode and preprocess one photo and read its metadata; never raises for bad input."""
+    from .exif import read_metadata
+    from .images import load_image
+
+    label = display_name(source, name)
+    if not isinstance(source, (str, Path, bytes)):
+        source = source.read()  # a stream is read once, then used for pixels and EXIF
+    metadata = read_metadata(source, name=label)
+    try:
+        image = load_image(source, name=label, target_size=geo.preprocess.size)
+        pixels = geo.preprocess(image)
+    except InputError as exc:
+        return Prepared(label, None, metadata, exc.problem)
+    return Prepared(label, pixels, metadata)
+
+
+def finish(
+    geo: Geolocator, prepared: Prepared, embedding: np.ndarray | None, *, top_k: int = 5
+) -> LocateResult:
+    """Search the gallery for one embedding and describe the answer."""
+    from .geo import haversine_km, spread_radii
+    from .places import nearest_places
+
+    result = LocateResult(prepared.name, metadata=prepared.metadata, error=prepared.error)
+    gps = result.exif_gps
+    if embedding is None:
+        if gps is not None:
+            result.exif_place = nearest_places([gps[0]], [gps[1]])[0]
+        return result
+    found = geo.search(embedding[None, :], top_k)[0]
+    preds = geo.predictions(found)
+    lats = np.array([p.lat for p in preds])
+    lons = np.array([p.lon for p in preds])
+    q_lats, q_lons = list(lats), list(lons)
+    if gps is not None:
+        q_lats.append(gps[0])
+        q_lons.append(gps[1])
+    places = nearest_places(q_lats, q_lons)
+    dist = haversine_km(lats[0], lons[0], lats, lons)
+    result.candidates = [
+        Candidate(p, places[i], float(dist[i])) for i, p in enumerate(preds)
+    ]
+    if gps is not None:
+        result.exif_place = places[-1]
+    # Spread over everything the search scored, not just the k shown, so that it does
+    # not change with --top-k.
+    coords = geo.gallery.coords
+    if found.support_probs is not None:
+        support = coords if found.support_indices is None else coords[found.support_indices]
+        result.spread_km = spread_radii(
+            support[:, 0], support[:, 1], found.support_probs,
+            center=(preds[0].lat, preds[0].lon), levels=SPREAD_LEVELS,
+        )
+    return result
+
+
+def locate(geo: Geolocator, source: Source, *, top_k: int = 5, name: str | None = None) -> LocateResult:
+    """Locate one photo (a path, bytes, or a binary stream)."""
+    return locate_many(geo, [source], top_k=top_k, names=[name])[0]
+
+
+def locate_many(
+    geo: Geolocator,
+    sources: Sequence[Source],
+    *,
+    top_k: int = 5,
+    names: Sequence[str | None] | None = None,
+) -> list[LocateResult]:
+    """Locate several photos with one encoder batch; bad inputs get an ``error``."""
+    names = names or [None] * len(sources)
+    prepared = [prepare(geo, s, name=n) for s, n in zip(sources, names)]
+    ok = [i for i, p in enumerate(prepared) if p.pixels is not None]
+    embeddings: dict[int, np.ndarray] = {}
+    if ok:
+        emb = geo.embed_pixels(np.stack([prepared[i].pixels for i in ok]))
+        embeddings = {i: emb[j] for j, i in enumerate(ok)}
+    return [finish(geo, p, embeddings.get(i), top_k=top_k) for i, p in enumerate(prepared)]

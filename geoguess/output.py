@@ -1,0 +1,124 @@
+"""Showing results: rich tables on a terminal, plain text when piped, JSON for scripts.
+
+Data goes to stdout; messages and progress go to stderr. rich honours ``NO_COLOR``
+and turns colour off by itself when a stream is not a terminal.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from .locate import LocateResult
+
+
+def stdout_console() -> Console:
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=False)
+
+
+def stderr_console() -> Console:
+    from rich.console import Console
+
+    # soft_wrap: one-line messages stay one line however narrow the (non-)terminal is.
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def json_line(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, allow_nan=False)
+
+
+def _place_text(place: Any) -> str:
+    from .places import describe
+
+    return describe(place) if place else ""
+
+
+def _fmt_km(km: float) -> str:
+    if km < 10:
+        return f"{km:.1f}"
+    return f"{km:,.0f}"
+
+
+def spread_text(result: LocateResult) -> str:
+    if not result.spread_km:
+        return ""
+    parts = [f"{int(q * 100)}% within {_fmt_km(r)} km" for q, r in sorted(result.spread_km.items())]
+    return "Spread of the probability around the best guess: " + ", ".join(parts)
+
+
+def exif_text(result: LocateResult) -> list[str]:
+    lines = []
+    md = result.metadata
+    gps = result.exif_gps
+    if gps is not None:
+        where = f" ({_place_text(result.exif_place)})" if result.exif_place else ""
+        line = f"EXIF GPS: {gps[0]:.5f}, {gps[1]:.5f}{where}"
+        err = result.exif_error_km
+        if err is not None:
+            line += f"; best guess is {_fmt_km(err)} km away"
+        lines.append(line)
+    elif md is not None and md.gps_status in {"invalid", "placeholder"}:
+        lines.append(f"EXIF GPS ignored: {md.gps_problem or md.gps_status}")
+    if md is not None and (md.taken_at or md.camera):
+        bits = [b for b in (md.taken_at and f"taken {md.taken_at}", md.camera) if b]
+        lines.append("; ".join(bits))
+    return lines
+
+
+def render_plain(result: LocateResult) -> str:
+    """Tab-separated candidates and plain notes, for pipes and files."""
+    out = [f"# {result.file}"]
+    if result.error:
+        out.append(f"error\t{result.error}")
+        return "\n".join(out)
+    out.append("rank\tlat\tlon\tplace\tprobability\tkm_from_best")
+    for i, c in enumerate(result.candidates, 1):
+        p = c.prediction
+        out.append(
+            f"{i}\t{p.lat:.5f}\t{p.lon:.5f}\t{_place_text(c.place)}\t{p.probability:.4f}\t"
+            f"{c.distance_from_best_km:.1f}"
+        )
+    for line in [spread_text(result), *exif_text(result)]:
+        if line:
+            out.append(f"# {line}")
+    return "\n".join(out)
+
+
+def render_table(console: Console, result: LocateResult) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    if result.error:
+        console.print(f"[bold]{escape(result.file)}[/]: [red]{escape(result.error)}[/]")
+        return
+    table = Table(title=escape(result.file), title_justify="left", header_style="bold")
+    table.add_column("#", justify="right")
+    table.add_column("lat", justify="right")
+    table.add_column("lon", justify="right")
+    table.add_column("place")
+    table.add_column("probability", justify="right")
+    table.add_column("km from best", justify="right")
+    for i, c in enumerate(result.candidates, 1):
+        p = c.prediction
+        table.add_row(
+            str(i), f"{p.lat:.5f}", f"{p.lon:.5f}", escape(_place_text(c.place)),
+            f"{p.probability:.2%}", _fmt_km(c.distance_from_best_km),
+        )
+    console.print(table)
+    for line in [spread_text(result), *exif_text(result)]:
+        if line:
+            console.print(escape(line), style="dim" if line.startswith("taken") else None)
+
+
+def show_result(result: LocateResult, console: Console | None = None) -> None:
+    console = console or stdout_console()
+    if console.is_terminal:
+        render_table(console, result)
+    else:
+        sys.stdout.write(render_plain(result) + "\n")

@@ -1,0 +1,95 @@
+"""Shared fixtures: a temporary user directory for every test, and a tiny model set.
+
+The tiny model set is built once per session through the real build path
+(``geoguess models build --backbone DIR``) from a randomly initialised CLIP saved in
+Hugging Face format, with GeoCLIP's real location encoder, head and gallery from the
+installed geoclip wheel. Its image answers mean nothing; its plumbing is the real one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+PHOTOS = SHARED / "photos"
+
+TINY_VISION = dict(
+    hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+    patch_size=32, image_size=224, projection_dim=768,
+)
+
+
+@pytest.fixture(autouse=True)
+def geoguess_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own empty GEOGUESS_HOME, so nothing touches the user's."""
+    home = tmp_path / "geoguess-home"
+    monkeypatch.setenv("GEOGUESS_HOME", str(home))
+    monkeypatch.delenv("GEOGUESS_MODEL", raising=False)
+    return home
+
+
+@pytest.fixture(scope="session")
+def photos_dir() -> Path:
+    if not (PHOTOS / "MANIFEST.csv").is_file():
+        pytest.skip(f"real test photos not found at {PHOTOS}")
+    return PHOTOS
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random tiny CLIP (vision + text) saved like a hub checkpoint."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(1234)
+    cfg = transformers.CLIPConfig(
+        projection_dim=768,
+        vision_config=TINY_VISION,
+        text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, vocab_size=100, max_position_embeddings=16),
+    )
+    model = transformers.CLIPModel(cfg).eval()
+    folder = tmp_path_factory.mktemp("tiny-clip")
+    model.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_home(tmp_path_factory: pytest.TempPathFactory, tiny_backbone_dir: Path) -> Path:
+    """A GEOGUESS_HOME holding model set 'tiny' (fp32 + int8, full 100K gallery)."""
+    pytest.importorskip("geoclip", reason="needs: pip install --no-deps geoclip==1.3.0")
+    from geoguess.export.build import BuildOptions, build_model_set
+
+    home = tmp_path_factory.mktemp("tiny-home")
+    old = os.environ.get("GEOGUESS_HOME")
+    os.environ["GEOGUESS_HOME"] = str(home)
+    try:
+        build_model_set(BuildOptions(name="tiny", backbone=str(tiny_backbone_dir)))
+    finally:
+        if old is None:
+            os.environ.pop("GEOGUESS_HOME", None)
+        else:
+            os.environ["GEOGUESS_HOME"] = old
+    return home
+
+
+@pytest.fixture
+def tiny_home(tiny_model_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point GEOGUESS_HOME at the shared tiny model set (do not modify it)."""
+    monkeypatch.setenv("GEOGUESS_HOME", str(tiny_model_home))
+    monkeypatch.setenv("GEOGUESS_MODEL", "tiny")
+    return tiny_model_home
+
+
+@pytest.fixture
+def tiny_home_copy(tiny_model_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private copy of the tiny model home, for tests that alter or delete files."""
+    home = tmp_path / "home-copy"
+    shutil.copytree(tiny_model_home, home)
+    monkeypatch.setenv("GEOGUESS_HOME", str(home))
+    monkeypatch.setenv("GEOGUESS_MODEL", "tiny")
+    return home
