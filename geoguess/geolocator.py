@@ -28,8 +28,11 @@ class Prediction:
     index: int  # row in the gallery
 
     def to_dict(self) -> dict[str, Any]:
-        return {"lat": round(self.lat, 6), "lon": round(self.lon, 6),
-                "probability": float(self.probability)}
+        return {
+            "lat": round(self.lat, 6),
+            "lon": round(self.lon, 6),
+            "probability": float(self.probability),
+        }
 
 
 @dataclass(frozen=True)
@@ -74,8 +77,8 @@ class Geolocator:
                 f"model set {model.name!r} has no {self.precision} image encoder "
                 f"(it has: {', '.join(manifest.image_encoders)})"
             )
-        self.gallery_name = gallery or manifest.raw.get("default_gallery") or next(
-            iter(manifest.galleries)
+        self.gallery_name = (
+            gallery or manifest.raw.get("default_gallery") or next(iter(manifest.galleries))
         )
         if self.gallery_name not in manifest.galleries:
             raise UsageError(
@@ -154,5 +157,7 @@ class Geolocator:
     def predict_embeddings(self, embeddings: np.ndarray, top_k: int = 5) -> list[list[Prediction]]:
         return [self.predictions(r) for r in self.search(embeddings, top_k)]
 
-    def predict_images(self, images: Sequence[Image.Image], top_k: int = 5) -> list[list[Prediction]]:
+    def predict_images(
+        self, images: Sequence[Image.Image], top_k: int = 5
+    ) -> list[list[Prediction]]:
         return self.predict_embeddings(self.embed_images(images), top_k)

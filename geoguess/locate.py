@@ -140,9 +140,7 @@ def finish(
         q_lons.append(gps[1])
     places = nearest_places(q_lats, q_lons)
     dist = haversine_km(lats[0], lons[0], lats, lons)
-    result.candidates = [
-        Candidate(p, places[i], float(dist[i])) for i, p in enumerate(preds)
-    ]
+    result.candidates = [Candidate(p, places[i], float(dist[i])) for i, p in enumerate(preds)]
     if gps is not None:
         result.exif_place = places[-1]
     # Spread over everything the search scored, not just the k shown, so that it does
@@ -151,13 +149,18 @@ def finish(
     if found.support_probs is not None:
         support = coords if found.support_indices is None else coords[found.support_indices]
         result.spread_km = spread_radii(
-            support[:, 0], support[:, 1], found.support_probs,
-            center=(preds[0].lat, preds[0].lon), levels=SPREAD_LEVELS,
+            support[:, 0],
+            support[:, 1],
+            found.support_probs,
+            center=(preds[0].lat, preds[0].lon),
+            levels=SPREAD_LEVELS,
         )
     return result
 
 
-def locate(geo: Geolocator, source: Source, *, top_k: int = 5, name: str | None = None) -> LocateResult:
+def locate(
+    geo: Geolocator, source: Source, *, top_k: int = 5, name: str | None = None
+) -> LocateResult:
     """Locate one photo (a path, bytes, or a binary stream)."""
     return locate_many(geo, [source], top_k=top_k, names=[name])[0]
 

@@ -107,8 +107,12 @@ def render_table(console: Console, result: LocateResult) -> None:
     for i, c in enumerate(result.candidates, 1):
         p = c.prediction
         table.add_row(
-            str(i), f"{p.lat:.5f}", f"{p.lon:.5f}", escape(_place_text(c.place)),
-            f"{p.probability:.2%}", _fmt_km(c.distance_from_best_km),
+            str(i),
+            f"{p.lat:.5f}",
+            f"{p.lon:.5f}",
+            escape(_place_text(c.place)),
+            f"{p.probability:.2%}",
+            _fmt_km(c.distance_from_best_km),
         )
     console.print(table)
     for line in [spread_text(result), *exif_text(result)]:

@@ -17,7 +17,9 @@ class Reporter:
         pass
 
     @contextlib.contextmanager
-    def task(self, description: str, total: float | None = None) -> Iterator[Callable[[float], None]]:
+    def task(
+        self, description: str, total: float | None = None
+    ) -> Iterator[Callable[[float], None]]:
         """A step of work; the yielded function advances it by n units."""
         yield lambda n=1: None
 

@@ -46,7 +46,11 @@ class FlatSearch:
             exp = np.exp(row - m)
             total = exp.sum()
             # argpartition then sort the k: O(N + k log k) instead of a full sort.
-            part = np.argpartition(-row, top_k - 1)[:top_k] if top_k < len(row) else np.arange(len(row))
+            part = (
+                np.argpartition(-row, top_k - 1)[:top_k]
+                if top_k < len(row)
+                else np.arange(len(row))
+            )
             order = part[np.argsort(-row[part], kind="stable")]
             probs = exp / total
             out.append(SearchResult(order, probs[order], compared=len(row), support_probs=probs))

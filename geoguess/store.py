@@ -234,7 +234,9 @@ def _safe_extract(tar: tarfile.TarFile, dest: Path, source: str) -> None:
     for member in tar.getmembers():
         target = (dest / member.name).resolve()
         if not target.is_relative_to(dest_resolved):
-            raise SetupError(f"{source}: archive member {member.name!r} would land outside the model")
+            raise SetupError(
+                f"{source}: archive member {member.name!r} would land outside the model"
+            )
         if member.issym() or member.islnk() or member.isdev():
             raise SetupError(f"{source}: archive member {member.name!r} is a link or device")
     # The data filter (Python >= 3.12, backported to security releases) refuses the same

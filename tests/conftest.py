@@ -19,8 +19,13 @@ SHARED = REPO.parent / "shared"
 PHOTOS = SHARED / "photos"
 
 TINY_VISION = dict(
-    hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-    patch_size=32, image_size=224, projection_dim=768,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    patch_size=32,
+    image_size=224,
+    projection_dim=768,
 )
 
 
@@ -49,8 +54,14 @@ def tiny_backbone_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cfg = transformers.CLIPConfig(
         projection_dim=768,
         vision_config=TINY_VISION,
-        text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, vocab_size=100, max_position_embeddings=16),
+        text_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            vocab_size=100,
+            max_position_embeddings=16,
+        ),
     )
     model = transformers.CLIPModel(cfg).eval()
     folder = tmp_path_factory.mktemp("tiny-clip")

@@ -19,16 +19,31 @@ from ..preprocess import CLIP_MEAN, CLIP_STD, Preprocess
 # MLP head takes 768 inputs.
 RANDOM_GEOMETRIES: dict[str, dict[str, int]] = {
     "vit-l14": dict(
-        hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
-        num_attention_heads=16, patch_size=14, image_size=224, projection_dim=768,
+        hidden_size=1024,
+        intermediate_size=4096,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        patch_size=14,
+        image_size=224,
+        projection_dim=768,
     ),
     "vit-b32": dict(
-        hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-        num_attention_heads=12, patch_size=32, image_size=224, projection_dim=768,
+        hidden_size=768,
+        intermediate_size=3072,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        patch_size=32,
+        image_size=224,
+        projection_dim=768,
     ),
     "tiny": dict(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=2, patch_size=32, image_size=224, projection_dim=768,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        patch_size=32,
+        image_size=224,
+        projection_dim=768,
     ),
 }
 

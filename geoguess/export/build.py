@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import platform
@@ -17,7 +18,6 @@ from .. import __version__
 from ..encoders import ImageEncoder, LocationEncoder, l2_normalize
 from ..errors import ExportError, UsageError
 from ..manifest import FORMAT_VERSION, MANIFEST_NAME, PRECISIONS, describe_files
-from ..preprocess import Preprocess
 from ..reporting import Reporter
 from ..store import InstalledModel, check_name, commit, staging
 from .recipe import DEFAULT_RECIPE, Recipe
@@ -43,10 +43,8 @@ def _versions() -> dict[str, str]:
 
     out = {"geoguess": __version__, "python": platform.python_version()}
     for pkg in ("torch", "transformers", "onnx", "onnxruntime", "onnxruntime-gpu", "numpy"):
-        try:
+        with contextlib.suppress(md.PackageNotFoundError):
             out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
     return out
 
 
@@ -102,7 +100,10 @@ def quantize_int8(src: Path, dst: Path, *, per_channel: bool) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     quantize_dynamic(
-        str(src), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel,
+        str(src),
+        str(dst),
+        weight_type=QuantType.QInt8,
+        per_channel=per_channel,
         extra_options={"MatMulConstBOnly": True},
     )
 
@@ -157,8 +158,11 @@ def compare_precisions(
     top_ref = np.argsort(-s_ref, axis=1)[:, :k]
     top_cand = np.argsort(-s_cand, axis=1)[:, :k]
     # Compare coordinates rather than indices: the gallery holds duplicate points.
-    top1 = float(np.mean([np.array_equal(gallery[a], gallery[b])
-                          for a, b in zip(top_ref[:, 0], top_cand[:, 0])]))
+    top1 = float(
+        np.mean(
+            [np.array_equal(gallery[a], gallery[b]) for a, b in zip(top_ref[:, 0], top_cand[:, 0])]
+        )
+    )
     overlap = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(top_ref, top_cand)]))
     return {
         "cosine_mean": float(cos.mean()),
@@ -168,15 +172,18 @@ def compare_precisions(
     }
 
 
-def build_model_set(opts: BuildOptions, recipe: Recipe = DEFAULT_RECIPE,
-                    reporter: Reporter | None = None) -> InstalledModel:
+def build_model_set(
+    opts: BuildOptions, recipe: Recipe = DEFAULT_RECIPE, reporter: Reporter | None = None
+) -> InstalledModel:
     """Export, quantise, embed the gallery, write the manifest, install atomically."""
     from .backbone import load_backbone
     from .geoclip_files import load_state, locate_geoclip, read_gallery_csv
 
     rep = reporter or Reporter()
     recipe = recipe.with_overrides(
-        name=opts.name, backbone=opts.backbone, backbone_revision=opts.revision,
+        name=opts.name,
+        backbone=opts.backbone,
+        backbone_revision=opts.revision,
         precisions=opts.precisions,
     )
     name = check_name(recipe.name)
@@ -189,27 +196,33 @@ def build_model_set(opts: BuildOptions, recipe: Recipe = DEFAULT_RECIPE,
 
     release = locate_geoclip(opts.geoclip_dir, recipe.geoclip_package)
     if release.version and release.version != recipe.geoclip_version:
-        rep.message(f"note: geoclip {release.version} installed, recipe names "
-                    f"{recipe.geoclip_version}")
+        rep.message(
+            f"note: geoclip {release.version} installed, recipe names {recipe.geoclip_version}"
+        )
     rep.message(f"geoclip weights: {release.root}")
 
     with staging(name) as stage:
         with rep.task("Loading backbone " + recipe.backbone):
-            backbone = load_backbone(recipe.backbone, revision=recipe.backbone_revision,
-                                     local_files_only=opts.local_files_only)
+            backbone = load_backbone(
+                recipe.backbone,
+                revision=recipe.backbone_revision,
+                local_files_only=opts.local_files_only,
+            )
         if backbone.provenance.get("random_init"):
-            rep.message("warning: random backbone weights; this model set is for tests and "
-                        "benchmarks and cannot geolocate photos")
+            rep.message(
+                "warning: random backbone weights; this model set is for tests and "
+                "benchmarks and cannot geolocate photos"
+            )
 
         loc_path = stage / "location_encoder.onnx"
         with rep.task("Exporting location encoder"):
-            export_location_encoder(load_state(release, "location_encoder"), loc_path,
-                                    recipe.opset)
+            export_location_encoder(load_state(release, "location_encoder"), loc_path, recipe.opset)
 
         files = {"fp32": "image_encoder.fp32.onnx"}
         with rep.task("Exporting image encoder (fp32)"):
-            export_image_encoder(backbone.model, load_state(release, "mlp"),
-                                 stage / files["fp32"], recipe.opset)
+            export_image_encoder(
+                backbone.model, load_state(release, "mlp"), stage / files["fp32"], recipe.opset
+            )
         del backbone.model
 
         logit_t = load_state(release, "logit_scale")
@@ -247,9 +260,14 @@ def build_model_set(opts: BuildOptions, recipe: Recipe = DEFAULT_RECIPE,
                     q_out = ImageEncoder(out_path, "cpu")(calib)
                 candidates[tag] = (compare_precisions(fp32_out, q_out, gallery32), out_path)
             # Ranking decides (users see the best guess first, then the list); cosine breaks ties.
-            best = max(candidates, key=lambda t: (candidates[t][0]["top1_agreement"],
-                                                  candidates[t][0]["top5_overlap"],
-                                                  candidates[t][0]["cosine_mean"]))
+            best = max(
+                candidates,
+                key=lambda t: (
+                    candidates[t][0]["top1_agreement"],
+                    candidates[t][0]["top5_overlap"],
+                    candidates[t][0]["cosine_mean"],
+                ),
+            )
             for tag, (metrics, path) in candidates.items():
                 rep.message(f"int8 {tag}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
                 if tag != best:
@@ -285,7 +303,7 @@ def build_model_set(opts: BuildOptions, recipe: Recipe = DEFAULT_RECIPE,
                 recipe.gallery_name: {
                     "coords": (gdir / "coords.npy").as_posix(),
                     "embeddings": (gdir / "embeddings.npy").as_posix(),
-                    "size": int(len(coords)),
+                    "size": len(coords),
                     "source": f"geoclip {release.version or '?'} {recipe.gallery_csv}",
                 }
             },
@@ -293,8 +311,11 @@ def build_model_set(opts: BuildOptions, recipe: Recipe = DEFAULT_RECIPE,
             "quality": quality,
             "provenance": {
                 "backbone": backbone.provenance,
-                "geoclip": {"version": release.version, "files": "model/weights/*.pth",
-                            "licence": "MIT"},
+                "geoclip": {
+                    "version": release.version,
+                    "files": "model/weights/*.pth",
+                    "licence": "MIT",
+                },
                 "tools": _versions(),
                 "build_seconds": round(time.perf_counter() - started, 1),
             },

@@ -1,0 +1,186 @@
+"""Shared pieces of the command line: the app, shared options, errors, progress.
+
+Heavy modules (numpy, onnxruntime, torch) are imported inside the commands so that
+``geoguess --help`` and ``--version`` start fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Annotated, Any
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from .. import __version__
+from ..errors import GeoguessError
+from ..reporting import Reporter
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_SETUP = 0, 1, 2
+
+
+class DefaultToLocate(TyperGroup):
+    """``geoguess photo.jpg`` means ``geoguess locate photo.jpg``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in {"--help", "-h", "--version"}:
+            args = ["locate", *args]
+        return super().parse_args(ctx, args)
+
+    def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        formatter.write_usage("geoguess", "[OPTIONS] PHOTO... | COMMAND [ARGS]...")
+
+
+app = typer.Typer(
+    cls=DefaultToLocate,
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help=(
+        "Tell where a photo was taken.\n\n"
+        "[bold]Examples[/]\n\n"
+        "  geoguess photo.jpg                   top-5 candidate places\n\n"
+        "  geoguess --json --top-k 10 a.jpg b.jpg\n\n"
+        "  geoguess scan ~/Pictures -o places.csv\n\n"
+        "  geoguess models build                make the model set (once)"
+    ),
+)
+models_app = typer.Typer(
+    no_args_is_help=True,
+    help="Build, install, list and check model sets.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(models_app, name="models")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"geoguess {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    pass
+
+
+# --- shared options (one definition, used by every command that takes them) ------------
+
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model", "-m", help="Model set name [default: $GEOGUESS_MODEL or geoclip-vit-l14]."
+    ),
+]
+PrecisionOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--precision",
+        "-p",
+        help="Image encoder precision: int8, fp32 or fp16 "
+        "[default: int8 on CPU, fp16/fp32 on CUDA].",
+    ),
+]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
+GalleryOpt = Annotated[
+    str | None, typer.Option("--gallery", help="GPS gallery of the model set to search.")
+]
+TopKOpt = Annotated[
+    int, typer.Option("--top-k", "-k", min=1, max=1000, help="Candidates per photo.")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON object per photo (JSON Lines).")]
+VerboseOpt = Annotated[
+    bool, typer.Option("--verbose", "-v", help="Say which provider and model run.")
+]
+
+
+def _err(message: str) -> None:
+    from rich.markup import escape
+
+    from ..output import stderr_console
+
+    stderr_console().print(f"[red]error:[/] {escape(message)}")
+
+
+def _note(message: str) -> None:
+    from rich.markup import escape
+
+    from ..output import stderr_console
+
+    stderr_console().print(escape(message), style="yellow")
+
+
+@contextlib.contextmanager
+def _errors() -> Iterator[None]:
+    """Typed library errors become one-line messages and exit codes."""
+    try:
+        yield
+    except GeoguessError as exc:
+        _err(str(exc))
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        _err("interrupted")
+        raise typer.Exit(130) from None
+
+
+class RichReporter(Reporter):
+    """Progress bars and messages on stderr."""
+
+    def __init__(self) -> None:
+        from ..output import stderr_console
+
+        self.console = stderr_console()
+
+    def message(self, text: str) -> None:
+        from rich.markup import escape
+
+        self.console.print(escape(text))
+
+    @contextlib.contextmanager
+    def task(
+        self, description: str, total: float | None = None
+    ) -> Iterator[Callable[[float], None]]:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        columns: list[Any] = [SpinnerColumn(), TextColumn("{task.description}")]
+        if total:
+            columns += [BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
+        columns.append(TimeElapsedColumn())
+        with Progress(*columns, console=self.console, transient=False) as progress:
+            tid = progress.add_task(description, total=total)
+            yield lambda n=1: progress.advance(tid, n)
+            progress.update(tid, completed=total or 1, total=total or 1)
+
+
+def open_geolocator(
+    model: str | None, precision: str | None, device: str, gallery: str | None, verbose: bool
+) -> Any:
+    from ..geolocator import Geolocator
+
+    geo = Geolocator.load(model, precision=precision, device=device, gallery=gallery)
+    if geo.random_weights:
+        _note(
+            f"warning: model set {geo.model.name!r} has random backbone weights (built for "
+            "tests and benchmarks): its answers are not geolocations"
+        )
+    if verbose:
+        _note(
+            f"model {geo.model.name} ({geo.precision}), gallery {geo.gallery_name}, "
+            f"provider {geo.provider}"
+        )
+    return geo
