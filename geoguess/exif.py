@@ -24,6 +24,7 @@ import logging
 import math
 import os
 import re
+import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -34,7 +35,7 @@ import exifread
 from PIL import Image
 
 from geoguess.errors import ImageError
-from geoguess.images import default_name, opened_image
+from geoguess.images import default_name, opened_image, quiet_pillow
 
 __all__ = [
     "GPS",
@@ -348,7 +349,7 @@ def _from_exifread(source: MetadataSource) -> _Found:
 
 
 def _from_pillow(source: MetadataSource, label: str) -> _Found:
-    with opened_image(source, name=label) as im:
+    with opened_image(source, name=label) as im, quiet_pillow():
         exif = _pillow_exif(im)
         if exif is None:
             return _Found()
@@ -390,11 +391,11 @@ def _pillow_exif(im: Image.Image) -> Image.Exif | None:
     """The image's real EXIF block, without what Pillow's getexif() adds from XMP.
 
     getexif() invents an Orientation tag from XMP when EXIF has none, which would make
-    a photo without EXIF look as if it had some. PNGs whose eXIf chunk follows the
-    pixel data are skipped: reaching it means decoding the image, and exifread has
-    already looked there.
+    a photo without EXIF look as if it had some.
     """
     raw = im.info.get("exif")
+    if not raw and im.format == "PNG":
+        raw = _png_exif_chunk(im.fp)
     if not raw and "Raw profile type exif" in im.info:
         lines = str(im.info["Raw profile type exif"]).split("\n")
         raw = bytes.fromhex("".join(lines[3:]))
@@ -409,6 +410,28 @@ def _pillow_exif(im: Image.Image) -> Image.Exif | None:
             del exif[_ORIENTATION]
         return exif
     return None
+
+
+def _png_exif_chunk(fp: Any) -> bytes | None:
+    """The eXIf chunk of a PNG, found by skipping over the chunks before it.
+
+    Pillow only sees an eXIf chunk that follows the pixel data once the whole image is
+    decoded; hopping from chunk header to chunk header reads a few bytes instead.
+    """
+    if fp is None:
+        return None
+    fp.seek(8)
+    while True:
+        head = fp.read(8)
+        if len(head) < 8:
+            return None
+        length, kind = struct.unpack(">I4s", head)
+        if kind == b"eXIf":
+            data = fp.read(length)
+            return data if len(data) == length else None
+        if kind == b"IEND":
+            return None
+        fp.seek(length + 4, os.SEEK_CUR)  # data and CRC
 
 
 def _text(value: Any) -> str | None:

@@ -31,6 +31,7 @@ __all__ = [
     "ensure_heif_opener",
     "load_image",
     "opened_image",
+    "quiet_pillow",
 ]
 
 SUPPORTED_SUFFIXES: frozenset[str] = frozenset(
@@ -181,7 +182,7 @@ def opened_image(
             raise ImageError(label, "HEIC/HEIF photos need the pillow-heif package")
         formats = _FORMATS + ((_HEIF_FORMAT,) if _heif_available else ())
         try:
-            with _no_bomb_warning():
+            with quiet_pillow():
                 im = Image.open(fp, formats=formats)
         except Image.DecompressionBombError as exc:
             raise ImageError(label, _too_large(_pixels_from_pillow(exc), max_pixels)) from None
@@ -251,7 +252,7 @@ def _identify_problem(fp: BinaryIO) -> str:
     """Tell "some image Pillow knows but we do not accept" from "not an image"."""
     try:
         fp.seek(0)
-        with _no_bomb_warning(), Image.open(fp) as other:
+        with quiet_pillow(), Image.open(fp) as other:
             found = other.format
     except Exception:  # any failure here just means "unknown format"
         found = None
@@ -262,7 +263,7 @@ def _identify_problem(fp: BinaryIO) -> str:
 
 def _decode(im: Image.Image, label: str, max_pixels: int | None) -> None:
     try:
-        with _no_bomb_warning():
+        with quiet_pillow():
             im.load()
     except Image.DecompressionBombError as exc:
         # GIF and TIFF check frame/tile sizes again while decoding.
@@ -284,7 +285,8 @@ def _decode_problem(exc: Exception, what: str) -> str:
 def _orientation(im: Image.Image) -> int:
     """EXIF orientation (1-8), or 1 when absent or unreadable."""
     try:
-        value = im.getexif().get(0x0112)
+        with quiet_pillow():
+            value = im.getexif().get(0x0112)
     except Exception:  # corrupt EXIF must not make the photo fail
         return 1
     return value if isinstance(value, int) and value in _ORIENTATION_TRANSPOSE else 1
@@ -350,13 +352,19 @@ def _stretch(values: np.ndarray, low: float, high: float) -> np.ndarray:
 
 
 @contextmanager
-def _no_bomb_warning() -> Iterator[None]:
-    # Pillow warns above Image.MAX_IMAGE_PIXELS (89 MP) at open time, before we get to
-    # apply our own limit, which may be higher. Our check replaces that warning, so it
-    # must not leak to users. Changing Image.MAX_IMAGE_PIXELS instead would affect
-    # every other user of Pillow in the process.
+def quiet_pillow() -> Iterator[None]:
+    """Silence the warnings Pillow prints while reading untrusted files.
+
+    Pillow warns above Image.MAX_IMAGE_PIXELS (89 MP) at open time, before we get to
+    apply our own limit, which may be higher; our check replaces that warning. It also
+    warns about corrupt EXIF ("Corrupt EXIF data. Expecting to read ...") that we
+    tolerate anyway. Either would land on the user's terminal once per photo. Changing
+    Image.MAX_IMAGE_PIXELS instead would affect every other user of Pillow in the
+    process.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        warnings.simplefilter("ignore", UserWarning)
         yield
 
 

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from .exif import PhotoMetadata
     from .geolocator import Geolocator, Prediction
     from .places import Place
+    from .search import SearchResult
 
 Source = str | Path | bytes | BinaryIO
 
@@ -48,6 +49,11 @@ class LocateResult:
     exif_place: Place | None = None
     spread_km: dict[float, float] = field(default_factory=dict)
     error: str | None = None
+    # The normalised image embedding, kept so that later steps (LLM refinement) need
+    # not encode the photo again. Not part of to_dict().
+    embedding: np.ndarray | None = field(default=None, repr=False, compare=False)
+    # A geoguess.llm.Refinement when --llm was asked for; to_dict() adds it as "llm".
+    llm: Any = None
 
     @property
     def best(self) -> Candidate | None:
@@ -72,7 +78,7 @@ class LocateResult:
         """The ``--json`` record. Fields are only ever added, never renamed."""
         gps = self.exif_gps
         err = self.exif_error_km
-        return {
+        record = {
             "file": self.file,
             "predictions": [c.to_dict() for c in self.candidates],
             "spread_km": {f"p{int(q * 100)}": round(r, 1) for q, r in self.spread_km.items()},
@@ -82,6 +88,9 @@ class LocateResult:
             "exif": self.metadata.to_dict() if self.metadata else None,
             "error": self.error,
         }
+        if self.llm is not None:
+            record["llm"] = self.llm.to_dict()
+        return record
 
 
 @dataclass
@@ -100,8 +109,15 @@ def display_name(source: Source, name: str | None = None) -> str:
     return "<stdin>"
 
 
-def prepare(geo: Geolocator, source: Source, *, name: str | None = None) -> Prepared:
-    """Decode and preprocess one photo and read its metadata; never raises for bad input."""
+def prepare(
+    geo: Geolocator, source: Source, *, name: str | None = None, fast_decode: bool = False
+) -> Prepared:
+    """Decode and preprocess one photo and read its metadata; never raises for bad input.
+
+    ``fast_decode`` lets JPEGs decode at a reduced DCT scale (several times faster on
+    large photos). The pixels then differ slightly from a full decode, so it is off by
+    default: the default path matches GeoCLIP's own preprocessing.
+    """
     from .exif import read_metadata
     from .images import load_image
 
@@ -110,7 +126,8 @@ def prepare(geo: Geolocator, source: Source, *, name: str | None = None) -> Prep
         source = source.read()  # a stream is read once, then used for pixels and EXIF
     metadata = read_metadata(source, name=label)
     try:
-        image = load_image(source, name=label, target_size=geo.preprocess.size)
+        target = geo.preprocess.size if fast_decode else None
+        image = load_image(source, name=label, target_size=target)
         pixels = geo.preprocess(image)
     except InputError as exc:
         return Prepared(label, None, metadata, exc.problem)
@@ -118,19 +135,32 @@ def prepare(geo: Geolocator, source: Source, *, name: str | None = None) -> Prep
 
 
 def finish(
-    geo: Geolocator, prepared: Prepared, embedding: np.ndarray | None, *, top_k: int = 5
+    geo: Geolocator,
+    prepared: Prepared,
+    embedding: np.ndarray | None,
+    *,
+    top_k: int = 5,
+    found: SearchResult | None = None,
 ) -> LocateResult:
-    """Search the gallery for one embedding and describe the answer."""
+    """Search the gallery for one embedding and describe the answer.
+
+    ``found`` is this embedding's row of a batched ``geo.search`` done by the caller
+    (one matrix product over the gallery for a whole batch is several times cheaper
+    than one per photo); without it the embedding is searched here.
+    """
     from .geo import haversine_km, spread_radii
     from .places import nearest_places
 
-    result = LocateResult(prepared.name, metadata=prepared.metadata, error=prepared.error)
+    result = LocateResult(
+        prepared.name, metadata=prepared.metadata, error=prepared.error, embedding=embedding
+    )
     gps = result.exif_gps
     if embedding is None:
         if gps is not None:
             result.exif_place = nearest_places([gps[0]], [gps[1]])[0]
         return result
-    found = geo.search(embedding[None, :], top_k)[0]
+    if found is None:
+        found = geo.search(embedding[None, :], top_k)[0]
     preds = geo.predictions(found)
     lats = np.array([p.lat for p in preds])
     lons = np.array([p.lon for p in preds])

@@ -126,3 +126,113 @@ def show_result(result: LocateResult, console: Console | None = None) -> None:
         render_table(console, result)
     else:
         sys.stdout.write(render_plain(result) + "\n")
+
+
+# --- LLM refinement (geoguess.llm) ------------------------------------------------------
+
+
+def usage_text(usage: Any) -> str:
+    """One line: requests, cache hits, tokens and cost of LLM calls."""
+    cost = "cost unknown" if usage.cost_usd is None else f"${usage.cost_usd:.4f}"
+    if usage.requests == 0 and usage.cached and usage.cost_usd is not None:
+        cost = "no cost"
+    failed = f", {usage.failed_requests} failed attempts" if usage.failed_requests else ""
+    return (
+        f"LLM usage: {usage.requests} requests, {usage.cached} prompts from cache{failed}, "
+        f"{usage.prompt_tokens:,} prompt + {usage.completion_tokens:,} completion tokens, {cost}"
+    )
+
+
+def refinement_summary(refinement: Any) -> list[str]:
+    """The refined answer and where it came from, as lines of text."""
+    best = refinement.best
+    if best is None:
+        return [f"LLM refinement ({refinement.model}): no answer ({refinement.error})"]
+    where = _place_text(best.place)
+    lines = [
+        f"LLM refinement ({refinement.model}): {best.lat:.5f}, {best.lon:.5f}"
+        + (f" ({where})" if where else "")
+    ]
+    detail = f"from {best.source_label}; score {best.score:.4f}"
+    if best.source == "llm":
+        detail += f"; {_fmt_km(best.distance_from_retrieval_km)} km from GeoCLIP's answer"
+    lines.append(detail)
+    if best.reason:
+        lines.append(f"reason: {best.reason}")
+    if refinement.fallback:
+        lines.append("fallback: no usable answer from the model, GeoCLIP's answer stands")
+    return lines
+
+
+def refinement_notes(refinement: Any) -> list[str]:
+    """Rejected answers, warnings and usage, as lines of text."""
+    lines = [
+        f"rejected: {r.prompt.label}, sample {r.sample}: {r.problem}" for r in refinement.rejected
+    ]
+    lines += [f"warning: {w}" for w in refinement.warnings]
+    if refinement.error:
+        lines.append(f"error: {refinement.error}")
+    lines.append(usage_text(refinement.usage))
+    return lines
+
+
+def _one_line(text: str | None) -> str:
+    return " ".join((text or "").split())
+
+
+def render_refinement_plain(refinement: Any) -> str:
+    """The refined answer and every candidate, tab-separated, for pipes and files."""
+    out = [f"# {line}" for line in refinement_summary(refinement)]
+    out.append("llm_rank\tsource\tlat\tlon\tplace\tscore\tkm_from_geoclip\tmodel_place\treason")
+    for i, c in enumerate(refinement.candidates, 1):
+        out.append(
+            f"{i}\t{c.source_label}\t{c.lat:.5f}\t{c.lon:.5f}\t{_place_text(c.place)}\t"
+            f"{c.score:.4f}\t{c.distance_from_retrieval_km:.1f}\t{_one_line(c.model_place)}\t"
+            f"{_one_line(c.reason)}"
+        )
+    out += [f"# {line}" for line in refinement_notes(refinement)]
+    return "\n".join(out)
+
+
+def render_refinement(console: Console, refinement: Any) -> None:
+    """The refined answer and a table of every verified candidate."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    summary = refinement_summary(refinement)
+    console.print(f"[bold]{escape(summary[0])}[/]")
+    for line in summary[1:]:
+        console.print(escape(line))
+    if refinement.candidates:
+        table = Table(header_style="bold")
+        table.add_column("#", justify="right")
+        table.add_column("source")
+        table.add_column("lat", justify="right")
+        table.add_column("lon", justify="right")
+        table.add_column("place")
+        table.add_column("score", justify="right")
+        table.add_column("km from GeoCLIP", justify="right")
+        table.add_column("reason", overflow="fold")
+        for i, c in enumerate(refinement.candidates, 1):
+            table.add_row(
+                str(i),
+                escape(c.source_label),
+                f"{c.lat:.5f}",
+                f"{c.lon:.5f}",
+                escape(_place_text(c.place)),
+                f"{c.score:.4f}",
+                _fmt_km(c.distance_from_retrieval_km),
+                escape(_one_line(c.reason)),
+            )
+        console.print(table)
+    for line in refinement_notes(refinement):
+        style = "yellow" if line.startswith(("warning", "error", "rejected")) else "dim"
+        console.print(escape(line), style=style)
+
+
+def show_refinement(refinement: Any, console: Console | None = None) -> None:
+    console = console or stdout_console()
+    if console.is_terminal:
+        render_refinement(console, refinement)
+    else:
+        sys.stdout.write(render_refinement_plain(refinement) + "\n")

@@ -66,6 +66,8 @@ def tiny_backbone_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model = transformers.CLIPModel(cfg).eval()
     folder = tmp_path_factory.mktemp("tiny-clip")
     model.save_pretrained(folder)
+    # A hub checkpoint carries its preprocessing; the reference GeoCLIP reads it too.
+    transformers.CLIPImageProcessor().save_pretrained(folder)
     return folder
 
 

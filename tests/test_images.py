@@ -468,3 +468,18 @@ def test_file_handles_are_closed(tmp_path: Path) -> None:
             with pytest.raises(ImageError):
                 load_image(path, max_pixels=1000)
     assert open_files() == before
+
+
+def test_corrupt_exif_is_ignored_quietly() -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    exif[0x010F] = "Camera"
+    good = encode(Image.new("RGB", (20, 10), RED), "JPEG", exif=exif.tobytes())
+    start = good.index(b"Exif\x00\x00")
+    corrupt = good[: start + 14] + b"\xff" * 30 + good[start + 44 :]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        im = load_image(corrupt)
+    assert [str(w.message) for w in caught] == []
+    assert im.size == (20, 10)  # orientation unreadable: left as stored
+    assert_close(pixel(im, 5, 5), RED, tolerance=8)

@@ -19,8 +19,23 @@ from .common import (
     VerboseOpt,
     _err,
     _errors,
+    _note,
     app,
     open_geolocator,
+)
+from .llm_options import (
+    DEFAULT_REFS,
+    LLMBaseUrlOpt,
+    LLMConcurrencyOpt,
+    LLMOpt,
+    LLMRefsOpt,
+    LLMRetriesOpt,
+    LLMSamplesOpt,
+    LLMTemperatureOpt,
+    LLMTimeoutOpt,
+    NoCacheOpt,
+    YesOpt,
+    open_refiner,
 )
 
 
@@ -34,6 +49,16 @@ def locate_cmd(
     device: DeviceOpt = "auto",
     gallery: GalleryOpt = None,
     verbose: VerboseOpt = False,
+    llm: LLMOpt = None,
+    llm_base_url: LLMBaseUrlOpt = None,
+    llm_samples: LLMSamplesOpt = 2,
+    llm_temperature: LLMTemperatureOpt = 1.0,
+    llm_refs: LLMRefsOpt = DEFAULT_REFS,
+    llm_concurrency: LLMConcurrencyOpt = 4,
+    llm_timeout: LLMTimeoutOpt = 60.0,
+    llm_retries: LLMRetriesOpt = 3,
+    no_cache: NoCacheOpt = False,
+    yes: YesOpt = False,
 ) -> None:
     """Locate photos: a table of candidate places per photo (the default command).
 
@@ -44,12 +69,31 @@ def locate_cmd(
       geoguess locate --top-k 10 --precision fp32 a.jpg b.heic
 
       cat photo.jpg | geoguess --json -
-    """
-    from ..locate import locate_many
-    from ..output import json_line, show_result, stdout_console
 
-    with _errors():
+      geoguess photo.jpg --llm gpt-4o          refine with a vision LLM
+    """
+    import contextlib
+
+    from ..locate import locate_many
+    from ..output import json_line, show_refinement, show_result, stdout_console
+
+    with _errors(), contextlib.ExitStack() as stack:
         geo = open_geolocator(model, precision, device, gallery, verbose)
+        refiner = None
+        if llm:
+            refiner = open_refiner(
+                llm,
+                base_url=llm_base_url,
+                samples=llm_samples,
+                temperature=llm_temperature,
+                refs=llm_refs,
+                concurrency=llm_concurrency,
+                timeout=llm_timeout,
+                retries=llm_retries,
+                no_cache=no_cache,
+                yes=yes,
+            )
+            stack.enter_context(refiner)
         sources: list[Any] = []
         for p in photos:
             sources.append(sys.stdin.buffer.read() if p == "-" else p)
@@ -58,9 +102,11 @@ def locate_cmd(
         console = stdout_console()
         # Batches bound memory for long argument lists while keeping the encoder busy.
         for start in range(0, len(sources), 16):
-            for res in locate_many(
-                geo, sources[start : start + 16], top_k=top_k, names=names[start : start + 16]
-            ):
+            batch, batch_names = sources[start : start + 16], names[start : start + 16]
+            results = locate_many(geo, batch, top_k=top_k, names=batch_names)
+            if refiner is not None:
+                results = refiner.refine_results(geo, results, batch)
+            for res in results:
                 if res.error:
                     failed += 1
                     _err(f"{res.file}: {res.error}")
@@ -74,5 +120,11 @@ def locate_cmd(
                     sys.stdout.write(json_line(rec) + "\n")
                 elif not res.error:
                     show_result(res, console)
+                    if res.llm is not None:
+                        show_refinement(res.llm, console)
                 sys.stdout.flush()
+        if refiner is not None and len(sources) > 1:
+            from ..output import usage_text
+
+            _note(f"total {usage_text(refiner.usage)}")
     raise typer.Exit(EXIT_SOME_FAILED if failed else EXIT_OK)

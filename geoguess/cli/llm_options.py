@@ -1,0 +1,148 @@
+"""The ``--llm`` options shared by ``geoguess locate`` and ``geoguess scan``.
+
+Not a command module: commands import the option aliases and :func:`open_refiner`.
+Nothing heavy is imported here; litellm loads only when ``--llm`` is given.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from .common import _note
+
+if TYPE_CHECKING:
+    from ..llm import Refiner
+
+_PANEL = "LLM refinement"
+
+LLMOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--llm",
+        metavar="MODEL",
+        help="Refine the answer with a vision language model through litellm: gpt-4o, "
+        "anthropic/..., gemini/..., ollama_chat/llava, or openai/NAME with --llm-base-url. "
+        "API keys come from the provider's usual environment variable.",
+        rich_help_panel=_PANEL,
+    ),
+]
+LLMBaseUrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--llm-base-url",
+        metavar="URL",
+        help="Base URL of an OpenAI-compatible server (vLLM, llama.cpp, LM Studio, ...).",
+        rich_help_panel=_PANEL,
+    ),
+]
+LLMSamplesOpt = Annotated[
+    int,
+    typer.Option(
+        "--llm-samples", min=1, max=20, help="Answers per prompt.", rich_help_panel=_PANEL
+    ),
+]
+LLMTemperatureOpt = Annotated[
+    float,
+    typer.Option(
+        "--llm-temperature", min=0.0, max=2.0, help="Sampling temperature.", rich_help_panel=_PANEL
+    ),
+]
+LLMRefsOpt = Annotated[
+    str,
+    typer.Option(
+        "--llm-refs",
+        metavar="K,K,...",
+        help="One prompt per K, showing K similar and K dissimilar gallery places.",
+        rich_help_panel=_PANEL,
+    ),
+]
+LLMConcurrencyOpt = Annotated[
+    int,
+    typer.Option(
+        "--llm-concurrency",
+        min=1,
+        max=256,
+        help="LLM requests in flight at once.",
+        rich_help_panel=_PANEL,
+    ),
+]
+LLMTimeoutOpt = Annotated[
+    float,
+    typer.Option("--llm-timeout", min=0.1, help="Seconds per LLM request.", rich_help_panel=_PANEL),
+]
+LLMRetriesOpt = Annotated[
+    int,
+    typer.Option(
+        "--llm-retries",
+        min=0,
+        max=20,
+        help="Retries after a timeout, rate limit (429) or server error (5xx).",
+        rich_help_panel=_PANEL,
+    ),
+]
+NoCacheOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-cache",
+        help="Neither reuse nor store LLM answers (cached under GEOGUESS_HOME/cache/llm).",
+        rich_help_panel=_PANEL,
+    ),
+]
+YesOpt = Annotated[
+    bool,
+    typer.Option(
+        "--yes",
+        "-y",
+        help="Do not print the notice that photos are sent to a third party "
+        "(or set GEOGUESS_LLM_CONSENT=1).",
+        rich_help_panel=_PANEL,
+    ),
+]
+
+DEFAULT_REFS = "0,5,10,15"
+
+
+def parse_refs(text: str) -> tuple[tuple[int, int], ...]:
+    from ..errors import UsageError
+
+    try:
+        counts = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UsageError(f"--llm-refs takes comma-separated counts, got {text!r}") from None
+    return tuple((k, k) for k in counts)
+
+
+def open_refiner(
+    model: str,
+    *,
+    base_url: str | None,
+    samples: int,
+    temperature: float,
+    refs: str,
+    concurrency: int,
+    timeout: float,
+    retries: int,
+    no_cache: bool,
+    yes: bool,
+) -> Refiner:
+    """Validate the settings, load litellm, and say once if photos leave the machine."""
+    from ..llm import LLMSettings, Refiner, privacy_notice
+
+    settings = LLMSettings(
+        model=model,
+        base_url=base_url,
+        references=parse_refs(refs),
+        samples=samples,
+        temperature=temperature,
+        concurrency=concurrency,
+        timeout=timeout,
+        retries=retries,
+        cache=not no_cache,
+    )
+    refiner = Refiner(settings)
+    notice = None if yes else privacy_notice(model, base_url)
+    if notice:
+        _note(notice)
+    return refiner

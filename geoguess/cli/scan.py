@@ -1,0 +1,256 @@
+"""`geoguess scan`: locate every photo in a folder into a CSV or JSON Lines file."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from .common import (
+    EXIT_OK,
+    EXIT_SOME_FAILED,
+    DeviceOpt,
+    GalleryOpt,
+    ModelOpt,
+    PrecisionOpt,
+    RichReporter,
+    TopKOpt,
+    VerboseOpt,
+    _err,
+    _errors,
+    _note,
+    app,
+    open_geolocator,
+)
+
+if TYPE_CHECKING:
+    from ..scan import ScanSummary
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
+
+
+class ScanProgress(RichReporter):
+    """A progress bar with files/s and time left, on stderr."""
+
+    @contextlib.contextmanager
+    def task(
+        self, description: str, total: float | None = None
+    ) -> Iterator[Callable[[float], None]]:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=False,
+        ) as progress:
+            tid = progress.add_task(description, total=total, rate="")
+
+            def advance(n: float = 1) -> None:
+                progress.advance(tid, n)
+                speed = progress.tasks[0].speed
+                progress.update(tid, rate=f"{speed:.1f} files/s" if speed else "")
+
+            yield advance
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[tuple[threading.Event, list[int]]]:
+    """First Ctrl-C or SIGTERM asks the scan to stop after the current row.
+
+    A second Ctrl-C gives up at once (KeyboardInterrupt), for when the current batch
+    takes too long. Handlers can only be set from the main thread; elsewhere (an
+    embedding application) the default behaviour stays.
+    """
+    stop = threading.Event()
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield stop, received
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        received.append(signum)
+        stop.set()
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop, received
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _summary_line(summary: ScanSummary) -> str:
+    parts = [f"{summary.located} located", f"{summary.failed} failed"]
+    if summary.skipped:
+        parts.append(f"skipped {summary.skipped} already done")
+    text = ", ".join(parts)
+    text += f" in {summary.elapsed_s:.1f} s ({summary.files_per_s:.1f} files/s)"
+    if summary.interrupted:
+        text = f"interrupted, {summary.remaining} left to do: " + text
+    return text
+
+
+@app.command("scan")
+def scan_cmd(
+    folder: Annotated[Path, typer.Argument(help="Folder of photos.", show_default=False)],
+    output: Annotated[
+        str | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="File to write (resumed if it exists); '-' or omitted: stdout.",
+            show_default=False,
+        ),
+    ] = None,
+    fmt: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            "-f",
+            help="csv or jsonl [default: jsonl for .jsonl/.ndjson/.json files, else csv].",
+            show_default=False,
+        ),
+    ] = None,
+    recursive: Annotated[
+        bool, typer.Option("--recursive/--no-recursive", help="Look into subfolders.")
+    ] = True,
+    glob: Annotated[
+        str | None,
+        typer.Option(
+            "--glob",
+            help="Only file names matching this pattern, e.g. '*.jpg' (any case).",
+            show_default=False,
+        ),
+    ] = None,
+    top_k: TopKOpt = 5,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", "-b", min=1, max=4096, help="Photos per encoder run.")
+    ] = 16,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            "-j",
+            min=1,
+            max=256,
+            help="Decoding threads [default: min(4, CPU count)].",
+            show_default=False,
+        ),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Start the output afresh instead of resuming.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    model: ModelOpt = None,
+    precision: PrecisionOpt = None,
+    device: DeviceOpt = "auto",
+    gallery: GalleryOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Locate every photo in a folder, one row per photo, written as each is done.
+
+    Running the same command again resumes: photos already in the output are
+    skipped. Ctrl-C stops after the current photo and leaves a valid file. Photos
+    that cannot be read get a row with their error; the exit status is then 1.
+
+    [bold]Examples[/]
+
+      geoguess scan ~/Pictures -o places.csv
+
+      geoguess scan trip/ --glob '*.heic' --format jsonl -o trip.jsonl
+
+      geoguess scan photos/ --no-recursive --top-k 3 > places.csv
+    """
+    from ..output import stderr_console
+    from ..reporting import Reporter
+    from ..scan import check_folder, list_images, scan_folder
+    from ..scan_output import open_writer, output_format
+
+    with _errors():
+        to_stdout = output is None or output == "-"
+        out_format = output_format(None if to_stdout else output, fmt)
+        check_folder(folder)  # before the model loads, so a typo costs nothing
+        geo = open_geolocator(model, precision, device, gallery, verbose)
+        model_info = {
+            "name": geo.model.name,
+            "precision": geo.precision,
+            "random_weights": geo.random_weights,
+        }
+        writer = open_writer(
+            None if to_stdout else output, out_format, model=model_info, overwrite=overwrite
+        )
+        with writer:
+            if writer.dropped_partial:
+                _note(
+                    f"{output}: dropped an incomplete last row ({writer.dropped_partial} bytes) "
+                    "left by an interrupted run"
+                )
+            files = list_images(folder, recursive=recursive, glob=glob)
+            show_progress = not quiet and stderr_console().is_terminal
+            reporter = ScanProgress() if show_progress else Reporter()
+            console = reporter.console if isinstance(reporter, RichReporter) else None
+            counts = {"located": 0, "failed": 0}
+            start = time.perf_counter()
+
+            def on_result(result: Any) -> None:
+                writer.write(result)
+                if result.error:
+                    counts["failed"] += 1
+                    if console is not None:
+                        from rich.markup import escape
+
+                        console.print(
+                            f"[red]error:[/] {escape(result.file)}: {escape(result.error)}"
+                        )
+                    else:
+                        _err(f"{result.file}: {result.error}")
+                else:
+                    counts["located"] += 1
+
+            try:
+                with _stop_on_signals() as (stop, received):
+                    summary = scan_folder(
+                        geo,
+                        folder,
+                        files=files,
+                        top_k=top_k,
+                        batch_size=batch_size,
+                        workers=workers,
+                        skip=writer.done,
+                        on_result=on_result,
+                        reporter=reporter,
+                        stop=stop,
+                    )
+            except KeyboardInterrupt:
+                elapsed = time.perf_counter() - start
+                _err(
+                    f"interrupted: {counts['located']} located, {counts['failed']} failed "
+                    f"in {elapsed:.1f} s"
+                )
+                raise typer.Exit(EXIT_INTERRUPTED) from None
+    stderr_console().print(_summary_line(summary), markup=False)
+    if summary.interrupted:
+        signum = received[0] if received else signal.SIGINT
+        raise typer.Exit(128 + int(signum))
+    raise typer.Exit(EXIT_SOME_FAILED if summary.failed else EXIT_OK)

@@ -1,0 +1,346 @@
+"""Locating every photo in a folder, with bounded memory and an overlapped pipeline.
+
+Three stages run at once: decoder threads prepare photos (decode, preprocess, EXIF;
+Pillow releases the GIL), the calling thread runs the image encoder on batches (ONNX
+Runtime releases it too), and finisher threads search the gallery and name the
+places (numpy releases it). Only a few batches of decoded pixels are ever in flight,
+so memory does not grow with the size of the folder. Results come back in the order
+of the input, one at a time, so a caller can write each row as soon as it is ready.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import UsageError
+from .images import SUPPORTED_SUFFIXES
+from .reporting import Reporter
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .geolocator import Geolocator
+    from .locate import LocateResult, Prepared
+    from .search import SearchResult
+
+__all__ = [
+    "ScanSummary",
+    "check_folder",
+    "default_workers",
+    "embedded_batches",
+    "list_images",
+    "locate_files",
+    "scan_folder",
+]
+
+#: Decoded batches kept ready ahead of the encoder. Two keep it busy while the
+#: decoders refill; more would only hold more pixels in memory.
+PREFETCH_BATCHES = 2
+
+
+def default_workers() -> int:
+    """Decoder threads: a few are enough to keep one encoder fed."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+@dataclass
+class ScanSummary:
+    """What a scan did. ``interrupted`` is set when ``stop`` ended it early."""
+
+    found: int = 0  # image files under the folder that match the filters
+    skipped: int = 0  # of those, already done (in ``skip``)
+    located: int = 0
+    failed: int = 0
+    elapsed_s: float = 0.0
+    interrupted: bool = False
+
+    @property
+    def processed(self) -> int:
+        return self.located + self.failed
+
+    @property
+    def files_per_s(self) -> float:
+        return self.processed / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def remaining(self) -> int:
+        return self.found - self.skipped - self.processed
+
+    def to_dict(self) -> dict[str, float | int | bool]:
+        return {
+            "found": self.found,
+            "skipped": self.skipped,
+            "located": self.located,
+            "failed": self.failed,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "files_per_s": round(self.files_per_s, 2),
+            "interrupted": self.interrupted,
+        }
+
+
+# --- listing -------------------------------------------------------------------------
+
+
+def check_folder(root: str | os.PathLike[str]) -> Path:
+    """``root`` as a Path; UsageError naming it when it is not an existing folder."""
+    path = Path(root)
+    if not path.is_dir():
+        what = "does not exist" if not path.exists() else "is not a folder"
+        raise UsageError(f"{path}: {what}")
+    return path
+
+
+def list_images(
+    root: str | os.PathLike[str], *, recursive: bool = True, glob: str | None = None
+) -> list[Path]:
+    """Image files under ``root`` in a deterministic order (sorted, depth first).
+
+    Files are picked by suffix (:data:`~geoguess.images.SUPPORTED_SUFFIXES`, any
+    case) and, when given, by ``glob`` matched case-insensitively against the file
+    name. Hidden files and folders (name starting with '.') are skipped. Symbolic
+    links to folders are followed, each real folder at most once, so link loops end.
+    A broken link with an image suffix is listed, so that it gets an error row rather
+    than vanishing silently. Raises UsageError when ``root`` is not a folder.
+    """
+    root_path = check_folder(root)
+    pattern = glob.lower() if glob else None
+    seen: set[tuple[int, int]] = set()
+    out: list[Path] = []
+
+    def walk(folder: Path) -> None:
+        try:
+            st = folder.stat()
+            key = (st.st_dev, st.st_ino)
+            if key in seen:
+                return
+            seen.add(key)
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError:
+            # An unreadable subfolder must not stop the scan of everything else.
+            return
+        subfolders = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            try:
+                is_dir = entry.is_dir()  # follows links
+            except OSError:
+                is_dir = False
+            if is_dir:
+                subfolders.append(entry)
+                continue
+            name = entry.name.lower()
+            if os.path.splitext(name)[1] not in SUPPORTED_SUFFIXES:
+                continue
+            if pattern and not fnmatch.fnmatchcase(name, pattern):
+                continue
+            out.append(folder / entry.name)
+        if recursive:
+            for entry in subfolders:
+                walk(folder / entry.name)
+
+    walk(root_path)
+    return out
+
+
+def _done_key(path: str) -> str:
+    return os.path.normpath(os.path.abspath(path))
+
+
+def _is_done(path: Path, skip: Collection[str], skip_abs: set[str]) -> bool:
+    text = str(path)
+    return text in skip or _done_key(text) in skip_abs
+
+
+# --- the pipeline ---------------------------------------------------------------------
+
+
+def _prepare_safely(geo: Geolocator, source: str) -> Prepared:
+    from .locate import Prepared, prepare
+
+    try:
+        return prepare(geo, source, name=source)
+    except Exception as exc:  # one odd file must not end a scan of thousands
+        return Prepared(source, None, None, f"unexpected error: {type(exc).__name__}: {exc}")
+
+
+def _search(geo: Geolocator, embeddings: np.ndarray, top_k: int) -> list[SearchResult]:
+    return geo.search(embeddings, top_k)
+
+
+def _finish_safely(
+    geo: Geolocator,
+    prepared: Prepared,
+    embedding: np.ndarray | None,
+    top_k: int,
+    searched: Future[list[SearchResult]] | None,
+    row: int | None,
+) -> LocateResult:
+    from .locate import LocateResult, finish
+
+    try:
+        found = None if searched is None or row is None else searched.result()[row]
+        return finish(geo, prepared, embedding, top_k=top_k, found=found)
+    except Exception as exc:
+        error = f"unexpected error: {type(exc).__name__}: {exc}"
+        return LocateResult(prepared.name, metadata=prepared.metadata, error=error)
+
+
+def embedded_batches(
+    geo: Geolocator,
+    sources: Iterable[str | os.PathLike[str]],
+    *,
+    batch_size: int = 16,
+    workers: int | None = None,
+) -> Iterator[list[tuple[Prepared, np.ndarray | None]]]:
+    """Prepare photos in threads and encode them in batches, in input order.
+
+    Yields one list per batch of ``(prepared, embedding)`` pairs; the embedding is
+    None for a photo that could not be decoded (its ``prepared.error`` says why).
+    The pixels are dropped from ``prepared`` once encoded. At most
+    ``(1 + PREFETCH_BATCHES) * batch_size`` photos are decoded and waiting at any
+    time. Closing the generator early cancels the decodes not yet started.
+    """
+    import numpy as np
+
+    if batch_size < 1:
+        raise UsageError(f"batch size must be at least 1, got {batch_size}")
+    workers = workers or default_workers()
+    if workers < 1:
+        raise UsageError(f"workers must be at least 1, got {workers}")
+    window = batch_size * (1 + PREFETCH_BATCHES)
+    names = (os.fspath(s) for s in sources)
+    pending: deque[Future[Prepared]] = deque()
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="geoguess-decode")
+
+    def refill() -> None:
+        while len(pending) < window:
+            name = next(names, None)
+            if name is None:
+                return
+            pending.append(pool.submit(_prepare_safely, geo, name))
+
+    try:
+        refill()
+        while pending:
+            batch = [pending.popleft().result() for _ in range(min(batch_size, len(pending)))]
+            refill()  # the decoders work on the next batches while this one encodes
+            ok = [i for i, p in enumerate(batch) if p.pixels is not None]
+            embeddings: dict[int, np.ndarray] = {}
+            if ok:
+                emb = geo.embed_pixels(np.stack([batch[i].pixels for i in ok]))
+                embeddings = {i: emb[j] for j, i in enumerate(ok)}
+            yield [(replace(p, pixels=None), embeddings.get(i)) for i, p in enumerate(batch)]
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def locate_files(
+    geo: Geolocator,
+    sources: Iterable[str | os.PathLike[str]],
+    *,
+    top_k: int = 5,
+    batch_size: int = 16,
+    workers: int | None = None,
+) -> Iterator[LocateResult]:
+    """Locate many photo files, yielding one LocateResult per file in input order.
+
+    Bad files yield a result with ``error`` set; nothing is raised for them. The
+    gallery search and place naming run in ``workers`` threads while the next batch
+    encodes. Stop early by closing the generator (or breaking out of the loop).
+    """
+    import numpy as np
+
+    if top_k < 1:
+        raise UsageError(f"top-k must be at least 1, got {top_k}")
+    workers = workers or default_workers()
+    finishing: deque[Future[LocateResult]] = deque()
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="geoguess-finish")
+    batches = embedded_batches(geo, sources, batch_size=batch_size, workers=workers)
+    try:
+        for batch in batches:
+            ok = [j for j, (_, emb) in enumerate(batch) if emb is not None]
+            # One search for the whole batch: a single pass over the gallery matrix.
+            searched = (
+                pool.submit(_search, geo, np.stack([batch[j][1] for j in ok]), top_k)
+                if ok
+                else None
+            )
+            row_of = {j: r for r, j in enumerate(ok)}
+            for j, (prepared, embedding) in enumerate(batch):
+                # The pool's queue is FIFO, so the batch search has started before any
+                # of these waits on it: no deadlock however few threads there are.
+                finishing.append(
+                    pool.submit(
+                        _finish_safely, geo, prepared, embedding, top_k, searched, row_of.get(j)
+                    )
+                )
+            # Hand back the previous batch while this one is searched.
+            while len(finishing) > len(batch):
+                yield finishing.popleft().result()
+        while finishing:
+            yield finishing.popleft().result()
+    finally:
+        batches.close()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def scan_folder(
+    geo: Geolocator,
+    root: str | os.PathLike[str],
+    *,
+    recursive: bool = True,
+    glob: str | None = None,
+    top_k: int = 5,
+    batch_size: int = 16,
+    workers: int | None = None,
+    skip: Collection[str] = (),
+    on_result: Callable[[LocateResult], None] | None = None,
+    reporter: Reporter | None = None,
+    stop: threading.Event | None = None,
+    files: Sequence[Path] | None = None,
+) -> ScanSummary:
+    """Locate every image under ``root``; ``on_result`` gets each result as it is ready.
+
+    ``skip`` holds paths already done (as previously reported in ``LocateResult.file``,
+    or their absolute forms); they are counted, not processed. Setting ``stop`` ends
+    the scan after the current result, with ``interrupted`` set in the summary: no
+    result is half-delivered. ``files`` lets a caller pass a listing it already made
+    with :func:`list_images` (``root``, ``recursive`` and ``glob`` are then unused).
+    Raises UsageError when ``root`` is not a folder.
+    """
+    reporter = reporter or Reporter()
+    start = time.perf_counter()
+    if files is None:
+        files = list_images(root, recursive=recursive, glob=glob)
+    skip_abs = {_done_key(s) for s in skip}
+    todo = [f for f in files if not _is_done(f, skip, skip_abs)]
+    summary = ScanSummary(found=len(files), skipped=len(files) - len(todo))
+    results = locate_files(geo, todo, top_k=top_k, batch_size=batch_size, workers=workers)
+    try:
+        with reporter.task("Locating", total=len(todo)) as advance:
+            for result in results:
+                if result.error:
+                    summary.failed += 1
+                else:
+                    summary.located += 1
+                if on_result is not None:
+                    on_result(result)
+                advance(1)
+                if stop is not None and stop.is_set():
+                    summary.interrupted = summary.remaining > 0
+                    break
+    finally:
+        results.close()
+        summary.elapsed_s = time.perf_counter() - start
+    return summary
