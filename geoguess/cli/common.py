@@ -10,7 +10,6 @@ import contextlib
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -24,12 +23,12 @@ EXIT_OK, EXIT_SOME_FAILED, EXIT_SETUP = 0, 1, 2
 class DefaultToLocate(TyperGroup):
     """``geoguess photo.jpg`` means ``geoguess locate photo.jpg``."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and args[0] not in {"--help", "-h", "--version"}:
             args = ["locate", *args]
         return super().parse_args(ctx, args)
 
-    def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+    def format_usage(self, ctx: Any, formatter: Any) -> None:
         formatter.write_usage("geoguess", "[OPTIONS] PHOTO... | COMMAND [ARGS]...")
 
 

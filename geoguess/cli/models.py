@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -54,6 +52,10 @@ def models_build(
         typer.Option("--offline", help="Use only files already downloaded (local_files_only)."),
     ] = False,
     force: Annotated[bool, typer.Option(help="Replace an installed set of the same name.")] = False,
+    gallery_limit: Annotated[
+        int | None,
+        typer.Option(min=1, help="Keep only the first N gallery points (quick test builds)."),
+    ] = None,
 ) -> None:
     """Build a model set: export encoders to ONNX, quantise, embed the gallery, install.
 
@@ -81,27 +83,10 @@ def models_build(
             calibration_dir=calibration,
             local_files_only=offline or os.environ.get("HF_HUB_OFFLINE") == "1",
             force=force,
+            gallery_limit=gallery_limit,
         )
-        with _quiet_export():
-            installed = build_model_set(opts, rec, RichReporter())
+        installed = build_model_set(opts, rec, RichReporter())
         typer.echo(f"installed {installed.name} at {installed.path}", err=True)
-
-
-@contextlib.contextmanager
-def _quiet_export() -> Iterator[None]:
-    """torch's exporter and onnxruntime's quantiser warn about things we handle."""
-    import logging
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        root = logging.getLogger()
-        level = root.level
-        root.setLevel(logging.ERROR)
-        try:
-            yield
-        finally:
-            root.setLevel(level)
 
 
 @models_app.command("list")

@@ -5,9 +5,12 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import json
+import logging
 import platform
 import shutil
 import time
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +51,21 @@ def _versions() -> dict[str, str]:
     return out
 
 
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """torch's tracer and onnxruntime's quantiser warn about things handled here
+    (constant image size, no pre-processing pass); keep the build log readable."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            root.setLevel(level)
+
+
 def export_location_encoder(state: dict[str, Any], path: Path, opset: int) -> None:
     import torch
 
@@ -58,7 +76,7 @@ def export_location_encoder(state: dict[str, Any], path: Path, opset: int) -> No
     module.load_state_dict(state, strict=True)
     module.eval()
     example = torch.tensor([[48.85, 2.29], [-33.9, 151.2]], dtype=torch.float32)
-    with torch.no_grad():
+    with torch.no_grad(), _quiet():
         torch.onnx.export(
             module,
             (example,),
@@ -80,7 +98,7 @@ def export_image_encoder(vision: Any, mlp_state: dict[str, Any], path: Path, ops
     module.mlp.load_state_dict(mlp_state, strict=True)
     module.eval()
     example = torch.zeros(1, 3, 224, 224)
-    with torch.no_grad():
+    with torch.no_grad(), _quiet():
         # The TorchScript exporter keeps a ViT-L in one self-contained file (< 2 GB) and
         # handles transformers' attention code; the dynamo exporter split it into
         # external data and produced duplicate output names in our tests.
@@ -99,13 +117,14 @@ def export_image_encoder(vision: Any, mlp_state: dict[str, Any], path: Path, ops
 def quantize_int8(src: Path, dst: Path, *, per_channel: bool) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(
-        str(src),
-        str(dst),
-        weight_type=QuantType.QInt8,
-        per_channel=per_channel,
-        extra_options={"MatMulConstBOnly": True},
-    )
+    with _quiet():
+        quantize_dynamic(
+            str(src),
+            str(dst),
+            weight_type=QuantType.QInt8,
+            per_channel=per_channel,
+            extra_options={"MatMulConstBOnly": True},
+        )
 
 
 def convert_fp16(src: Path, dst: Path) -> None:

@@ -1,0 +1,239 @@
+"""The model store: manifests, checksums, atomic builds and installs."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from geoguess.cli import app
+from geoguess.errors import ModelIntegrityError, ModelNotFoundError, SetupError
+from geoguess.manifest import load_manifest, sha256_file
+from geoguess.store import get_model, install_model, list_models, models_dir
+
+runner = CliRunner()
+
+
+def test_built_manifest_lists_every_file_with_its_checksum(tiny_home):
+    model = get_model("tiny")
+    on_disk = {
+        p.relative_to(model.path).as_posix()
+        for p in model.path.rglob("*")
+        if p.is_file() and p.name != "manifest.json"
+    }
+    assert on_disk == set(model.manifest.files)
+    for rel, entry in model.manifest.files.items():
+        assert entry.sha256 == sha256_file(model.path / rel)
+        assert entry.size == (model.path / rel).stat().st_size
+    raw = model.manifest.raw
+    assert set(raw["image_encoder"]["files"]) == {"fp32", "int8"}
+    assert raw["galleries"]["mp16-100k"]["size"] == 100_000
+    assert raw["provenance"]["backbone"]["source"] == "local"
+    assert len(raw["provenance"]["backbone"]["sha256"]) == 64
+    assert raw["provenance"]["geoclip"]["version"] == "1.3.0"
+    assert "torch" in raw["provenance"]["tools"]
+    assert abs(raw["logit_scale"] - 39.6874) < 1e-3
+    q = raw["quality"]["int8"]
+    assert 0.9 < q["cosine_mean"] <= 1.0 and q["scheme"] in {"per-tensor", "per-channel"}
+    assert not model.manifest.random_weights
+
+
+def _corrupt(path: Path, how: str) -> None:
+    if how == "altered":
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        path.write_bytes(bytes(data))
+    elif how == "truncated":
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    else:
+        path.unlink()
+
+
+@pytest.mark.parametrize(
+    ("how", "words"),
+    [("altered", "sha256 does not match"), ("truncated", "truncated"), ("missing", "missing")],
+)
+def test_damaged_file_is_refused_with_its_name(tiny_home_copy, how, words):
+    from geoguess import Geolocator
+
+    model = get_model("tiny")
+    target = model.path / model.manifest.location_encoder
+    _corrupt(target, how)
+    geo = Geolocator.load("tiny", device="cpu")
+    with pytest.raises(ModelIntegrityError) as info:
+        _ = geo.location_encoder
+    assert str(target) in str(info.value) and words in str(info.value)
+    # The CLI says the same in one line and exits 2.
+    res = runner.invoke(app, ["models", "verify", "tiny"])
+    assert res.exit_code == 2
+    assert "location_encoder.onnx" in res.stderr and words in res.stderr
+
+
+def test_verify_ok_and_info_and_list(tiny_home):
+    res = runner.invoke(app, ["models", "verify", "tiny"])
+    assert res.exit_code == 0, res.output
+    assert "files OK" in res.stderr
+    res = runner.invoke(app, ["models", "list", "--json"])
+    rows = [json.loads(line) for line in res.stdout.splitlines()]
+    assert [r["name"] for r in rows] == ["tiny"]
+    assert rows[0]["precisions"] == ["fp32", "int8"]
+    res = runner.invoke(app, ["models", "info", "tiny", "--json"])
+    info = json.loads(res.stdout)
+    assert info["provider"] == "CPUExecutionProvider" or info["provider"].endswith(
+        "ExecutionProvider"
+    )
+    assert info["quality"]["int8"]["top1_agreement"] >= 0.0
+
+
+def test_no_model_installed_says_what_to_run(photos_dir):
+    res = runner.invoke(app, [str(photos_dir / "gps_DSCN0010.jpg")])
+    assert res.exit_code == 2
+    assert "geoguess models build" in res.stderr
+    assert "pip install" in res.stderr
+    with pytest.raises(ModelNotFoundError):
+        get_model()
+
+
+def _tar_of(folder: Path, dest: Path, prefix: str = "tiny") -> Path:
+    with tarfile.open(dest, "w:gz") as tar:
+        tar.add(folder, arcname=prefix)
+    return dest
+
+
+def test_install_from_folder_and_tar(tiny_model_home, tmp_path, monkeypatch):
+    src = tiny_model_home / "models" / "tiny"
+    monkeypatch.setenv("GEOGUESS_HOME", str(tmp_path / "home"))
+    m = install_model(str(src), name="copy1")
+    assert m.path == models_dir() / "copy1"
+    archive = _tar_of(src, tmp_path / "tiny.tar.gz")
+    res = runner.invoke(app, ["models", "install", str(archive), "--name", "copy2"])
+    assert res.exit_code == 0, res.output
+    assert sorted(x.name for x in list_models()) == ["copy1", "copy2"]
+    # Installing again without --force is refused; with --force it replaces.
+    res = runner.invoke(app, ["models", "install", str(archive), "--name", "copy2"])
+    assert res.exit_code == 2 and "--force" in res.stderr
+    res = runner.invoke(app, ["models", "install", str(archive), "--name", "copy2", "--force"])
+    assert res.exit_code == 0
+    res = runner.invoke(app, ["models", "remove", "copy1", "--yes"])
+    assert res.exit_code == 0
+    assert [x.name for x in list_models()] == ["copy2"]
+    assert not any(p.name.startswith(".") for p in models_dir().iterdir())
+
+
+def _evil_tar(path: Path, member: str, *, symlink: bool = False) -> Path:
+    manifest = {"format_version": 1, "name": "evil", "files": {}}
+    with tarfile.open(path, "w") as tar:
+        data = json.dumps(manifest).encode()
+        info = tarfile.TarInfo("evil/manifest.json")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+        info = tarfile.TarInfo(member)
+        if symlink:
+            info.type = tarfile.SYMTYPE
+            info.linkname = "/etc/passwd"
+            tar.addfile(info)
+        else:
+            info.size = 4
+            tar.addfile(info, io.BytesIO(b"pwnd"))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("member", "symlink"),
+    [
+        ("../outside.txt", False),
+        ("evil/../../outside.txt", False),
+        ("/tmp/abs.txt", False),
+        ("evil/link", True),
+    ],
+)
+def test_install_refuses_members_outside_the_target(tmp_path, member, symlink):
+    archive = _evil_tar(tmp_path / "evil.tar", member, symlink=symlink)
+    with pytest.raises(SetupError) as info:
+        install_model(str(archive))
+    assert "evil.tar" in str(info.value)
+    assert not (tmp_path / "outside.txt").exists()
+    assert list_models() == []
+
+
+def test_install_checks_checksums(tiny_model_home, tmp_path):
+    src = tmp_path / "src"
+    import shutil
+
+    shutil.copytree(tiny_model_home / "models" / "tiny", src)
+    _corrupt(src / "galleries" / "mp16-100k" / "coords.npy", "altered")
+    with pytest.raises(ModelIntegrityError) as info:
+        install_model(str(src))
+    assert "coords.npy" in str(info.value)
+    assert list_models() == []
+
+
+def test_manifest_cannot_point_outside_the_model(tmp_path):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "manifest.json").write_text(
+        json.dumps(
+            {
+                "format_version": 1,
+                "name": "m",
+                "files": {"../../etc/passwd": {"size": 1, "sha256": "0" * 64}},
+            }
+        )
+    )
+    with pytest.raises(ModelIntegrityError):
+        load_manifest(folder)
+
+
+def test_interrupted_build_leaves_nothing_installed(monkeypatch, tiny_backbone_dir):
+    pytest.importorskip("geoclip")
+    from geoguess.export import build
+
+    def boom(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(build, "quantize_int8", boom)
+    with pytest.raises(KeyboardInterrupt):
+        build.build_model_set(
+            build.BuildOptions(name="half", backbone=str(tiny_backbone_dir), gallery_limit=500)
+        )
+    assert list_models() == []
+    assert not models_dir().exists() or list(models_dir().iterdir()) == []
+
+
+def test_build_from_random_backbone_is_marked_and_warned(monkeypatch, photos_dir):
+    pytest.importorskip("geoclip")
+    res = runner.invoke(
+        app,
+        [
+            "models",
+            "build",
+            "--backbone",
+            "random:tiny",
+            "--name",
+            "rnd",
+            "--precision",
+            "fp32",
+            "--gallery-limit",
+            "2000",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "random backbone weights" in res.stderr
+    model = get_model("rnd")
+    assert model.manifest.random_weights
+    assert model.manifest.galleries["mp16-100k"]["size"] == 2000
+    res = runner.invoke(app, ["-m", "rnd", str(photos_dir / "gps_DSCN0010.jpg")])
+    assert res.exit_code == 0
+    assert "not geolocations" in res.stderr
+
+
+def test_recipe_file_matches_built_in_default():
+    from geoguess.export.recipe import DEFAULT_RECIPE, load_recipe
+
+    path = Path(__file__).resolve().parents[1] / "models" / "geoclip-vit-l14.toml"
+    assert load_recipe(path) == DEFAULT_RECIPE
