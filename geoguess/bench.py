@@ -33,8 +33,8 @@ class LatencyRow:
     images: int
     warm_ms: float  # median per image, after one warm-up image
     cold_s: float  # new process to first result, model load included
-    cli_cold_s: float | None = None  # `geoguess --json PHOTO` wall time in a new process
     peak_rss_mb: float
+    cli_cold_s: float | None = None  # `geoguess --json PHOTO` wall time in a new process
     speedup: float | None = None  # reference warm time / this warm time
     cosine_to_fp32: float | None = None
     notes: dict[str, Any] = field(default_factory=dict)

@@ -17,8 +17,18 @@ def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
 class ImageEncoder:
     """(N, 3, 224, 224) float32 pixels -> (N, 512) GeoCLIP image embeddings."""
 
-    def __init__(self, path: Path, device: str = "auto", *, threads: int | None = None) -> None:
-        self.session: Session = open_session(path, device, threads=threads)
+    def __init__(
+        self,
+        path: Path,
+        device: str = "auto",
+        *,
+        threads: int | None = None,
+        source_sha256: str | None = None,
+        cache_dir: Path | None = None,
+    ) -> None:
+        self.session: Session = open_session(
+            path, device, threads=threads, source_sha256=source_sha256, cache_dir=cache_dir
+        )
         inp = self.session.inner.get_inputs()[0]
         self._input = inp.name
         # An fp16 graph takes fp16 pixels; cast once here rather than inside the graph.

@@ -14,7 +14,7 @@ from .errors import UsageError
 from .preprocess import Preprocess
 from .providers import providers_for
 from .search import FlatSearch, SearchResult
-from .store import InstalledModel, get_model
+from .store import InstalledModel, get_model, ort_cache_dir
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -100,7 +100,13 @@ class Geolocator:
     @cached_property
     def image_encoder(self) -> ImageEncoder:
         rel = self.model.manifest.image_encoders[self.precision]
-        return ImageEncoder(self.model.file(rel), self.device, threads=self.threads)
+        return ImageEncoder(
+            self.model.file(rel),
+            self.device,
+            threads=self.threads,
+            source_sha256=self.model.manifest.files[rel].sha256,
+            cache_dir=ort_cache_dir(),
+        )
 
     @cached_property
     def location_encoder(self) -> LocationEncoder:

@@ -8,6 +8,7 @@ missing, and then silently runs on the CPU.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes.util
 import functools
 import logging
@@ -66,6 +67,21 @@ def providers_for(device: str) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
+def _publish_cache(tmp: Path, source_sha256: str, cache_dir: Path | None) -> None:
+    from .manifest import file_signature, sha256_file
+
+    if cache_dir is None or not tmp.is_file():
+        return
+    graph, sidecar = _optimized_cache(source_sha256, cache_dir)
+    try:
+        sha = sha256_file(tmp)
+        os.replace(tmp, graph)
+        sidecar.write_text(f"{sha} {file_signature(graph)}\n")
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
 @dataclass
 class Session:
     """An ONNX Runtime session and the provider it really runs on."""
@@ -89,15 +105,86 @@ def default_threads() -> int:
     return 0  # onnxruntime's own choice: one thread per physical core
 
 
-def open_session(path: Path, device: str = "auto", *, threads: int | None = None) -> Session:
+@functools.cache
+def _machine_tag() -> str:
+    """What an optimised CPU graph depends on: ORT version, architecture, CPU features."""
+    import hashlib
+    import platform
+
+    flags = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                flags = line
+                break
+    digest = hashlib.sha256(f"{platform.machine()}|{platform.processor()}|{flags}".encode())
+    return f"ort{_ort().__version__}-{digest.hexdigest()[:12]}"
+
+
+def _optimized_cache(source_sha256: str, cache_dir: Path) -> tuple[Path, Path]:
+    stem = f"{source_sha256[:24]}-{_machine_tag()}"
+    return cache_dir / f"{stem}.onnx", cache_dir / f"{stem}.sha256"
+
+
+def _cached_graph(source_sha256: str | None, cache_dir: Path | None) -> Path | None:
+    """The optimised graph saved by an earlier session, if it is intact."""
+    if not source_sha256 or cache_dir is None:
+        return None
+    graph, sidecar = _optimized_cache(source_sha256, cache_dir)
+    try:
+        expected = sidecar.read_text().strip()
+    except OSError:
+        return None
+    from .manifest import file_signature, sha256_file
+
+    # The sidecar holds "sha256 signature": hash once, then trust an unchanged file.
+    sha, _, sig = expected.partition(" ")
+    try:
+        if sig and sig == file_signature(graph):
+            return graph
+        if sha256_file(graph) == sha:
+            sidecar.write_text(f"{sha} {file_signature(graph)}\n")
+            return graph
+    except OSError:
+        return None
+    return None
+
+
+def open_session(
+    path: Path,
+    device: str = "auto",
+    *,
+    threads: int | None = None,
+    source_sha256: str | None = None,
+    cache_dir: Path | None = None,
+) -> Session:
+    """An ONNX Runtime session for ``path`` on ``device``.
+
+    With ``source_sha256`` and ``cache_dir``, the graph that ONNX Runtime optimises for
+    this CPU is saved once and reused, which skips the optimisation passes on later
+    starts. The saved graph is tied to this ORT version and CPU and checked by sha256.
+    """
     ort = _ort()
     opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.intra_op_num_threads = default_threads() if threads is None else threads
     opts.log_severity_level = 3
     providers = providers_for(device)
+    load_path = path
+    cached = None
+    if providers[0] == "CPUExecutionProvider":
+        cached = _cached_graph(source_sha256, cache_dir)
+    if cached is not None:
+        load_path = cached
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    else:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if source_sha256 and cache_dir is not None and providers[0] == "CPUExecutionProvider":
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            graph, _ = _optimized_cache(source_sha256, cache_dir)
+            # Written under a temporary name; published below only once complete.
+            opts.optimized_model_filepath = str(graph.with_suffix(f".{os.getpid()}.tmp"))
     try:
-        inner = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        inner = ort.InferenceSession(str(load_path), sess_options=opts, providers=providers)
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
         if providers[0] != "CPUExecutionProvider" and device == "auto":
             log.warning("CUDA session failed (%s); falling back to CPU", exc)
@@ -106,6 +193,8 @@ def open_session(path: Path, device: str = "auto", *, threads: int | None = None
             )
         else:
             raise SetupError(f"{path}: onnxruntime cannot load this model: {exc}") from exc
+    if cached is None and opts.optimized_model_filepath:
+        _publish_cache(Path(opts.optimized_model_filepath), source_sha256 or "", cache_dir)
     used = inner.get_providers()[0]
     if device == "cuda" and used != "CUDAExecutionProvider":
         raise SetupError(
