@@ -25,7 +25,12 @@ class ImageEncoder:
         threads: int | None = None,
         source_sha256: str | None = None,
         cache_dir: Path | None = None,
+        per_image: bool = False,
     ) -> None:
+        """``per_image``: run one image at a time. Dynamically quantised (int8) graphs
+        pick one activation scale for the whole input tensor, so a photo's embedding
+        would depend on its batch-mates; one at a time keeps every answer reproducible
+        whatever the batching, and on a CPU one ViT-L image is already a large GEMM."""
         self.session: Session = open_session(
             path, device, threads=threads, source_sha256=source_sha256, cache_dir=cache_dir
         )
@@ -33,13 +38,20 @@ class ImageEncoder:
         self._input = inp.name
         # An fp16 graph takes fp16 pixels; cast once here rather than inside the graph.
         self._dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
+        self.per_image = per_image
 
     @property
     def provider(self) -> str:
         return self.session.provider
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
-        out = self.session.run({self._input: pixels.astype(self._dtype, copy=False)})[0]
+        pixels = pixels.astype(self._dtype, copy=False)
+        if self.per_image and len(pixels) > 1:
+            outs = [
+                self.session.run({self._input: pixels[i : i + 1]})[0] for i in range(len(pixels))
+            ]
+            return np.concatenate(outs).astype(np.float32, copy=False)
+        out = self.session.run({self._input: pixels})[0]
         return out.astype(np.float32, copy=False)
 
 

@@ -106,6 +106,7 @@ class Geolocator:
             threads=self.threads,
             source_sha256=self.model.manifest.files[rel].sha256,
             cache_dir=ort_cache_dir(),
+            per_image=self.precision == "int8",
         )
 
     @cached_property

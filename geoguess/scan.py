@@ -102,7 +102,7 @@ def check_folder(root: str | os.PathLike[str]) -> Path:
 def list_images(
     root: str | os.PathLike[str], *, recursive: bool = True, glob: str | None = None
 ) -> list[Path]:
-    """Image files under ``root`` in a deterministic order (sorted, depth first).
+    """Image files under ``root``, sorted by path (component by component).
 
     Files are picked by suffix (:data:`~geoguess.images.SUPPORTED_SUFFIXES`, any
     case) and, when given, by ``glob`` matched case-insensitively against the file
@@ -115,41 +115,42 @@ def list_images(
     pattern = glob.lower() if glob else None
     seen: set[tuple[int, int]] = set()
     out: list[Path] = []
+    # A stack of folder listings rather than recursion: no depth limit.
+    stack: list[Iterator[os.DirEntry[str]]] = []
 
-    def walk(folder: Path) -> None:
+    def enter(folder: str | Path) -> None:
         try:
-            st = folder.stat()
-            key = (st.st_dev, st.st_ino)
-            if key in seen:
+            st = os.stat(folder)
+            if (st.st_dev, st.st_ino) in seen:
                 return
-            seen.add(key)
+            seen.add((st.st_dev, st.st_ino))
             with os.scandir(folder) as it:
-                entries = sorted(it, key=lambda e: e.name)
+                stack.append(iter(sorted(it, key=lambda e: e.name)))
         except OSError:
-            # An unreadable subfolder must not stop the scan of everything else.
-            return
-        subfolders = []
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue
-            try:
-                is_dir = entry.is_dir()  # follows links
-            except OSError:
-                is_dir = False
-            if is_dir:
-                subfolders.append(entry)
-                continue
-            name = entry.name.lower()
-            if os.path.splitext(name)[1] not in SUPPORTED_SUFFIXES:
-                continue
-            if pattern and not fnmatch.fnmatchcase(name, pattern):
-                continue
-            out.append(folder / entry.name)
-        if recursive:
-            for entry in subfolders:
-                walk(folder / entry.name)
+            pass  # an unreadable subfolder must not stop the scan of everything else
 
-    walk(root_path)
+    enter(root_path)
+    while stack:
+        entry = next(stack[-1], None)
+        if entry is None:
+            stack.pop()
+            continue
+        if entry.name.startswith("."):
+            continue
+        try:
+            is_dir = entry.is_dir()  # follows links
+        except OSError:
+            is_dir = False
+        if is_dir:
+            if recursive:
+                enter(entry.path)
+            continue
+        name = entry.name.lower()
+        if os.path.splitext(name)[1] not in SUPPORTED_SUFFIXES:
+            continue
+        if pattern and not fnmatch.fnmatchcase(name, pattern):
+            continue
+        out.append(Path(entry.path))
     return out
 
 
@@ -172,10 +173,6 @@ def _prepare_safely(geo: Geolocator, source: str) -> Prepared:
         return prepare(geo, source, name=source)
     except Exception as exc:  # one odd file must not end a scan of thousands
         return Prepared(source, None, None, f"unexpected error: {type(exc).__name__}: {exc}")
-
-
-def _search(geo: Geolocator, embeddings: np.ndarray, top_k: int) -> list[SearchResult]:
-    return geo.search(embeddings, top_k)
 
 
 def _finish_safely(
@@ -272,9 +269,7 @@ def locate_files(
             ok = [j for j, (_, emb) in enumerate(batch) if emb is not None]
             # One search for the whole batch: a single pass over the gallery matrix.
             searched = (
-                pool.submit(_search, geo, np.stack([batch[j][1] for j in ok]), top_k)
-                if ok
-                else None
+                pool.submit(geo.search, np.stack([batch[j][1] for j in ok]), top_k) if ok else None
             )
             row_of = {j: r for r, j in enumerate(ok)}
             for j, (prepared, embedding) in enumerate(batch):

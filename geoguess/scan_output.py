@@ -118,7 +118,7 @@ def csv_row(result: LocateResult, *, model: Mapping[str, Any] | None = None) -> 
             row["country_code"] = best.place.country_code
         row["top_k"] = format_top_k(result)
     for level, radius in result.spread_km.items():
-        key = f"spread_p{int(round(level * 100))}_km"
+        key = f"spread_p{round(level * 100)}_km"
         if key in row:
             row[key] = f"{radius:.1f}"
     gps = result.exif_gps

@@ -75,7 +75,7 @@ def _root(
 ModelOpt = Annotated[
     str | None,
     typer.Option(
-        "--model", "-m", help="Model set name [default: $GEOGUESS_MODEL or geoclip-vit-l14]."
+        "--model", "-m", help="Model set name \\[default: $GEOGUESS_MODEL or geoclip-vit-l14]."
     ),
 ]
 PrecisionOpt = Annotated[
@@ -84,7 +84,7 @@ PrecisionOpt = Annotated[
         "--precision",
         "-p",
         help="Image encoder precision: int8, fp32 or fp16 "
-        "[default: int8 on CPU, fp16/fp32 on CUDA].",
+        "\\[default: int8 on CPU, fp16/fp32 on CUDA].",
     ),
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]

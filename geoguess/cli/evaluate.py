@@ -82,13 +82,7 @@ def _show(metrics: EvalMetrics, random_weights: bool) -> None:
         out.append(f"# mean_error_km\t{_km(metrics.mean_km)}")
         sys.stdout.write("\n".join(out) + "\n")
         return
-    table = Table(
-        title=escape(_counts(metrics)),
-        title_justify="left",
-        caption=escape("; ".join(notes[1:])),
-        caption_justify="left",
-        header_style="bold",
-    )
+    table = Table(title=escape(_counts(metrics)), title_justify="left", header_style="bold")
     table.add_column("within", justify="right")
     table.add_column("scale")
     table.add_column("accuracy", justify="right")
@@ -104,6 +98,8 @@ def _show(metrics: EvalMetrics, random_weights: bool) -> None:
     table.add_row("median error", "", f"{_km(metrics.median_km)} km", "")
     table.add_row("mean error", "", f"{_km(metrics.mean_km)} km", "")
     console.print(table)
+    for note in notes[1:]:
+        console.print(escape(note), style="dim")
 
 
 @app.command("eval")
@@ -156,7 +152,7 @@ def eval_cmd(
             "-j",
             min=1,
             max=256,
-            help="Decoding threads [default: min(4, CPU count)].",
+            help="Decoding threads \\[default: min(4, CPU count)].",
             show_default=False,
         ),
     ] = None,
@@ -169,10 +165,11 @@ def eval_cmd(
 ) -> None:
     """Measure accuracy on a benchmark (IM2GPS3K, YFCC4K, or your own CSV).
 
-    Reports the share of images whose top-1 prediction is within 1, 25, 200, 750 and
-    2500 km of the truth (WGS-84 geodesic; counted with <=, as GeoCLIP does), and the
-    median and mean error. Missing or undecodable images are excluded and counted;
-    the exit status is then 1.
+    Reports the share of images whose top-1 prediction lies within 1, 25,
+    200, 750 and 2500 km of the truth (WGS-84 geodesic distance, counted
+    with <= as GeoCLIP does; --strict-less for G3's <), and the median and
+    mean error. Missing or undecodable images are excluded and counted; the
+    exit status is then 1.
 
     [bold]Examples[/]
 
@@ -180,8 +177,8 @@ def eval_cmd(
 
       geoguess eval yfcc4k.csv --images yfcc4k/ --swap-latlon --json
 
-      geoguess eval mine.csv --images photos/ --id-column file --lat-column lat
-      --lon-column lon --predictions preds.csv
+      geoguess eval mine.csv --images photos/ --id-column file
+      --lat-column lat --lon-column lon --predictions preds.csv
     """
     from ..evaluate import PredictionsWriter, evaluate, read_eval_csv
     from ..output import json_line, stderr_console

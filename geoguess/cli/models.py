@@ -26,11 +26,11 @@ def models_build(
         str | None,
         typer.Option(
             help="Hugging Face hub id, a local CLIP folder, or random:vit-l14|vit-b32|tiny "
-            "(tests and benchmarks) [default: openai/clip-vit-large-patch14]."
+            "(tests and benchmarks) \\[default: openai/clip-vit-large-patch14]."
         ),
     ] = None,
     name: Annotated[
-        str | None, typer.Option(help="Name of the model set [default: from the recipe].")
+        str | None, typer.Option(help="Name of the model set \\[default: from the recipe].")
     ] = None,
     revision: Annotated[str | None, typer.Option(help="Hub revision of the backbone.")] = None,
     precision: Annotated[
@@ -42,7 +42,7 @@ def models_build(
     recipe: Annotated[Path | None, typer.Option(help="Recipe TOML (see models/).")] = None,
     geoclip_dir: Annotated[
         Path | None,
-        typer.Option(help="Folder of the geoclip package [default: the installed geoclip]."),
+        typer.Option(help="Folder of the geoclip package \\[default: the installed geoclip]."),
     ] = None,
     calibration: Annotated[
         Path | None, typer.Option(help="Folder of photos to compare precisions on.")
@@ -139,7 +139,7 @@ def _model_summary(m: Any) -> dict[str, Any]:
 @models_app.command("info")
 def models_info(
     name: Annotated[
-        str | None, typer.Argument(help="Model set [default: the default one].")
+        str | None, typer.Argument(help="Model set \\[default: the default one].")
     ] = None,
     device: DeviceOpt = "auto",
     json_out: JsonOpt = False,
@@ -196,7 +196,7 @@ def models_info(
 @models_app.command("verify")
 def models_verify(
     name: Annotated[
-        str | None, typer.Argument(help="Model set [default: the default one].")
+        str | None, typer.Argument(help="Model set \\[default: the default one].")
     ] = None,
 ) -> None:
     """Check every file of a model set against the sha256 in its manifest."""

@@ -128,7 +128,7 @@ def scan_cmd(
         typer.Option(
             "--format",
             "-f",
-            help="csv or jsonl [default: jsonl for .jsonl/.ndjson/.json files, else csv].",
+            help="csv or jsonl \\[default: jsonl for .jsonl/.ndjson/.json files, else csv].",
             show_default=False,
         ),
     ] = None,
@@ -154,7 +154,7 @@ def scan_cmd(
             "-j",
             min=1,
             max=256,
-            help="Decoding threads [default: min(4, CPU count)].",
+            help="Decoding threads \\[default: min(4, CPU count)].",
             show_default=False,
         ),
     ] = None,
@@ -168,11 +168,12 @@ def scan_cmd(
     gallery: GalleryOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Locate every photo in a folder, one row per photo, written as each is done.
+    """Locate every photo in a folder into a CSV or JSON Lines file.
 
-    Running the same command again resumes: photos already in the output are
-    skipped. Ctrl-C stops after the current photo and leaves a valid file. Photos
-    that cannot be read get a row with their error; the exit status is then 1.
+    Rows are written as photos are done. Running the same command again
+    resumes: photos already in the output are skipped. Ctrl-C stops after
+    the current photo and leaves a valid file. A photo that cannot be read
+    gets a row with its error, and the exit status is then 1.
 
     [bold]Examples[/]
 
@@ -249,6 +250,9 @@ def scan_cmd(
                     f"in {elapsed:.1f} s"
                 )
                 raise typer.Exit(EXIT_INTERRUPTED) from None
+    if summary.found == 0:
+        where = f"{folder}: no photos found" + (f" matching {glob!r}" if glob else "")
+        _note(where + ("" if recursive else " (subfolders not searched)"))
     stderr_console().print(_summary_line(summary), markup=False)
     if summary.interrupted:
         signum = received[0] if received else signal.SIGINT
