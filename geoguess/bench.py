@@ -23,7 +23,23 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import ImageError, SetupError
 from .reporting import Reporter
+
+
+def usable_photos(paths: Sequence[Path]) -> tuple[list[Path], list[str]]:
+    """The photos that decode, and a message for each one that does not."""
+    from .images import load_image
+
+    ok, skipped = [], []
+    for p in paths:
+        try:
+            load_image(p)
+        except ImageError as exc:
+            skipped.append(str(exc))
+        else:
+            ok.append(p)
+    return ok, skipped
 
 
 @dataclass
@@ -116,7 +132,95 @@ def _worker_reference(args: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-WORKERS = {"geoguess": _worker_geoguess, "reference": _worker_reference}
+def _worker_scan(args: dict[str, Any]) -> dict[str, Any]:
+    from .geolocator import Geolocator
+    from .locate import prepare
+    from .scan import locate_files
+
+    geo = Geolocator.load(args["model"], precision=args["precision"], device=args["device"])
+    files = list(args["files"])
+    batch = int(args["batch_size"])
+    # Encoder-bound ceiling: the same photos decoded beforehand, only encoder batches timed.
+    import numpy as np
+
+    pixels = np.stack([prepare(geo, f).pixels for f in files])
+    geo.embed_pixels(pixels[:batch])  # warm-up
+    start = time.perf_counter()
+    for i in range(0, len(pixels), batch):
+        geo.embed_pixels(pixels[i : i + batch])
+    encoder_s = time.perf_counter() - start
+    del pixels
+    rss_before_scan = _peak_rss_mb()
+    start = time.perf_counter()
+    n = sum(1 for r in locate_files(geo, files, top_k=5, batch_size=batch) if r.error is None)
+    scan_s = time.perf_counter() - start
+    return {
+        "files": len(files),
+        "located": n,
+        "batch_size": batch,
+        "encoder_images_per_s": len(files) / encoder_s,
+        "scan_files_per_s": len(files) / scan_s,
+        "outside_encoder_share": max(0.0, 1 - encoder_s / scan_s),
+        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_before_scan_mb": rss_before_scan,
+        "provider": geo.provider,
+    }
+
+
+@dataclass
+class ScanRow:
+    precision: str
+    device: str
+    files: int
+    batch_size: int
+    encoder_images_per_s: float
+    scan_files_per_s: float
+    ratio: float  # scan throughput / encoder-bound throughput
+    outside_encoder_share: float
+    peak_rss_mb: float
+
+
+def bench_scan(
+    model: str | None,
+    photos: Sequence[Path],
+    *,
+    precision: str = "int8",
+    device: str = "cpu",
+    n_files: int = 48,
+    batch_size: int = 16,
+    reporter: Reporter | None = None,
+    timeout: float = 1800,
+) -> ScanRow:
+    """Folder-scan throughput against the encoder-bound ceiling on the same photos."""
+    rep = reporter or Reporter()
+    paths = [str(p) for p in photos]
+    files = [paths[i % len(paths)] for i in range(max(n_files, len(paths)))]
+    with rep.task(f"scan throughput, {len(files)} files, {precision} on {device}"):
+        out = _run_worker(
+            "scan",
+            {
+                "model": model,
+                "precision": precision,
+                "device": device,
+                "files": files,
+                "batch_size": batch_size,
+            },
+            timeout,
+        )
+    return ScanRow(
+        precision,
+        out["provider"],
+        out["files"],
+        out["batch_size"],
+        out["encoder_images_per_s"],
+        out["scan_files_per_s"],
+        out["scan_files_per_s"] / out["encoder_images_per_s"],
+        out["outside_encoder_share"],
+        out["peak_rss_mb"],
+    )
+
+
+WORKERS = {"geoguess": _worker_geoguess, "reference": _worker_reference, "scan": _worker_scan}
 
 
 def _run_worker(kind: str, args: dict[str, Any], timeout: float) -> dict[str, Any]:
@@ -129,7 +233,7 @@ def _run_worker(kind: str, args: dict[str, Any], timeout: float) -> dict[str, An
     )
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        raise RuntimeError(f"{kind} worker failed: {' | '.join(tail)}")
+        raise SetupError(f"benchmark {kind} worker failed: {' | '.join(tail)}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -229,7 +333,7 @@ def help_seconds(repeats: int = 3) -> float:
     return best
 
 
-def rows_to_dicts(rows: Sequence[LatencyRow]) -> list[dict[str, Any]]:
+def rows_to_dicts(rows: Sequence[Any]) -> list[dict[str, Any]]:
     return [asdict(r) for r in rows]
 
 

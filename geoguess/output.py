@@ -33,6 +33,32 @@ def json_line(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, allow_nan=False)
 
 
+def print_table(
+    console: Console,
+    columns: list[str],
+    rows: list[list[str]],
+    *,
+    title: str | None = None,
+    right: set[str] = frozenset(),  # type: ignore[assignment]
+) -> None:
+    """A rich table on a terminal; tab-separated lines (header first) when piped."""
+    if not console.is_terminal:
+        if title:
+            sys.stdout.write(f"# {title}\n")
+        for line in [columns, *rows]:
+            sys.stdout.write("\t".join(line) + "\n")
+        return
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=escape(title) if title else None, title_justify="left", header_style="bold")
+    for col in columns:
+        table.add_column(col, justify="right" if col in right else "left")
+    for row in rows:
+        table.add_row(*(escape(c) for c in row))
+    console.print(table)
+
+
 def _place_text(place: Any) -> str:
     from .places import describe
 

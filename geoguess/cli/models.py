@@ -92,7 +92,7 @@ def models_build(
 @models_app.command("list")
 def models_list(json_out: JsonOpt = False) -> None:
     """List installed model sets."""
-    from ..output import json_line, stdout_console
+    from ..output import json_line, print_table, stdout_console
     from ..store import default_model_name, list_models, models_dir
 
     with _errors():
@@ -104,22 +104,26 @@ def models_list(json_out: JsonOpt = False) -> None:
         if not models:
             typer.echo(f"no model sets in {models_dir()}; run: geoguess models build", err=True)
             return
-        from rich.table import Table
-
-        table = Table(header_style="bold")
-        for col in ("name", "precisions", "galleries", "size", "backbone"):
-            table.add_column(col)
         default = default_model_name()
+        rows = []
         for m in models:
             s = _model_summary(m)
-            table.add_row(
-                m.name + (" (default)" if m.name == default else ""),
-                ", ".join(s["precisions"]),
-                ", ".join(s["galleries"]),
-                f"{s['size_bytes'] / 1e6:,.0f} MB",
-                s["backbone"],
+            rows.append(
+                [
+                    m.name + (" (default)" if m.name == default else ""),
+                    ", ".join(s["precisions"]),
+                    ", ".join(s["galleries"]),
+                    f"{s['size_bytes'] / 1e6:,.0f} MB",
+                    s["backbone"] + (" (random weights)" if s["random_weights"] else ""),
+                    s["path"],
+                ]
             )
-        stdout_console().print(table)
+        print_table(
+            stdout_console(),
+            ["name", "precisions", "galleries", "size", "backbone", "path"],
+            rows,
+            right={"size"},
+        )
 
 
 def _model_summary(m: Any) -> dict[str, Any]:
