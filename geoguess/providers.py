@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import ctypes.util
 import functools
-import logging
 import os
 import sys
 from dataclasses import dataclass
@@ -19,8 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from .errors import SetupError, UsageError
-
-log = logging.getLogger("geoguess")
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -89,6 +86,8 @@ class Session:
     inner: Any
     path: Path
     provider: str
+    #: Why the session runs on the CPU although CUDA was tried, for the user to see.
+    fallback: str | None = None
 
     @property
     def on_cuda(self) -> bool:
@@ -96,6 +95,11 @@ class Session:
 
     def run(self, feeds: dict[str, Any], outputs: list[str] | None = None) -> list[Any]:
         return self.inner.run(outputs, feeds)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:200] + ("..." if len(text) > 200 else "")
 
 
 def default_threads() -> int:
@@ -183,11 +187,12 @@ def open_session(
             graph, _ = _optimized_cache(source_sha256, cache_dir)
             # Written under a temporary name; published below only once complete.
             opts.optimized_model_filepath = str(graph.with_suffix(f".{os.getpid()}.tmp"))
+    fallback = None
     try:
         inner = ort.InferenceSession(str(load_path), sess_options=opts, providers=providers)
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
         if providers[0] != "CPUExecutionProvider" and device == "auto":
-            log.warning("CUDA session failed (%s); falling back to CPU", exc)
+            fallback = f"CUDA could not load {path.name} ({_one_line(exc)}); using the CPU"
             inner = ort.InferenceSession(
                 str(path), sess_options=opts, providers=["CPUExecutionProvider"]
             )
@@ -202,5 +207,5 @@ def open_session(
             "(check the CUDA and cuDNN libraries, or use --device cpu)"
         )
     if providers[0] == "CUDAExecutionProvider" and used != "CUDAExecutionProvider":
-        log.info("CUDA is not usable here; running on the CPU")
-    return Session(inner, path, used)
+        fallback = fallback or "CUDA is not usable here (see --verbose); using the CPU"
+    return Session(inner, path, used, fallback)

@@ -177,6 +177,9 @@ def open_geolocator(
             f"warning: model set {geo.model.name!r} has random backbone weights (built for "
             "tests and benchmarks): its answers are not geolocations"
         )
+    fallback = geo.image_encoder.session.fallback
+    if fallback:
+        _note(fallback)
     if verbose:
         _note(
             f"model {geo.model.name} ({geo.precision}), gallery {geo.gallery_name}, "
