@@ -65,6 +65,8 @@ class Geolocator:
         device: str = "auto",
         gallery: str | None = None,
         threads: int | None = None,
+        search: str = "auto",
+        beam: int | None = None,
     ) -> None:
         self.model = model
         self.device = device
@@ -87,6 +89,12 @@ class Geolocator:
             )
         self.preprocess = Preprocess.from_manifest(manifest.preprocess)
         self.logit_scale = manifest.logit_scale
+        if search not in ("auto", "flat", "tree"):
+            raise UsageError(f"search must be auto, flat or tree, got {search!r}")
+        if beam is not None and beam < 1:
+            raise UsageError(f"beam must be at least 1, got {beam}")
+        self.search_mode = search
+        self.beam = beam
 
     @classmethod
     def load(cls, model: str | None = None, **kwargs: Any) -> Geolocator:
@@ -126,6 +134,13 @@ class Geolocator:
     def flat(self) -> FlatSearch:
         return FlatSearch(self.gallery.embeddings, self.logit_scale)
 
+    @cached_property
+    def searcher(self) -> Any:
+        """FlatSearch or TreeSearch, as ``search`` asks (``auto``: see geoguess.tree)."""
+        from .tree import open_searcher
+
+        return open_searcher(self, self.search_mode, self.beam)
+
     @property
     def provider(self) -> str:
         return self.image_encoder.provider
@@ -152,7 +167,7 @@ class Geolocator:
         """Raw gallery search for (Q, D) normalised embeddings."""
         if top_k < 1:
             raise UsageError(f"top-k must be at least 1, got {top_k}")
-        return self.flat.search(embeddings, top_k)
+        return self.searcher.search(embeddings, top_k)
 
     def predictions(self, result: SearchResult) -> list[Prediction]:
         coords = self.gallery.coords

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from .geolocator import Geolocator
+    from .llm import Refiner
     from .locate import LocateResult, Prepared
     from .search import SearchResult
 
@@ -304,6 +305,7 @@ def scan_folder(
     reporter: Reporter | None = None,
     stop: threading.Event | None = None,
     files: Sequence[Path] | None = None,
+    refiner: Refiner | None = None,
 ) -> ScanSummary:
     """Locate every image under ``root``; ``on_result`` gets each result as it is ready.
 
@@ -312,6 +314,9 @@ def scan_folder(
     the scan after the current result, with ``interrupted`` set in the summary: no
     result is half-delivered. ``files`` lets a caller pass a listing it already made
     with :func:`list_images` (``root``, ``recursive`` and ``glob`` are then unused).
+    ``refiner`` (a :class:`geoguess.llm.Refiner`) also refines each located photo with
+    a language model, several at once, setting ``LocateResult.llm``; LLM failures end
+    in a fallback recorded there, never in an exception.
     Raises UsageError when ``root`` is not a folder.
     """
     reporter = reporter or Reporter()
@@ -322,6 +327,8 @@ def scan_folder(
     todo = [f for f in files if not _is_done(f, skip, skip_abs)]
     summary = ScanSummary(found=len(files), skipped=len(files) - len(todo))
     results = locate_files(geo, todo, top_k=top_k, batch_size=batch_size, workers=workers)
+    if refiner is not None:
+        results = refiner.refine_results(geo, results)  # in order; closes locate_files
     try:
         with reporter.task("Locating", total=len(todo)) as advance:
             for result in results:

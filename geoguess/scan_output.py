@@ -63,6 +63,12 @@ CSV_COLUMNS = (
     "camera",
     "model",
     "error",
+    # --llm refinement (geoguess.llm); empty without it.
+    "llm_lat",
+    "llm_lon",
+    "llm_place",
+    "llm_source",
+    "llm_model",
 )
 
 
@@ -135,6 +141,15 @@ def csv_row(result: LocateResult, *, model: Mapping[str, Any] | None = None) -> 
         row["error_km"] = f"{err:.1f}"
     row["model"] = _model_label(model)
     row["error"] = result.error or ""
+    refined = result.llm.best if result.llm is not None else None
+    if refined is not None:
+        from .places import describe
+
+        row["llm_lat"] = f"{refined.lat:.6f}"
+        row["llm_lon"] = f"{refined.lon:.6f}"
+        row["llm_place"] = describe(refined.place) if refined.place else ""
+        row["llm_source"] = refined.source_label
+        row["llm_model"] = result.llm.model
     return {k: v if k == "path" else _one_line(v) for k, v in row.items()}
 
 

@@ -24,7 +24,7 @@ import tempfile
 import threading
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -170,10 +170,15 @@ def verified_path(model_dir: Path, manifest: Manifest, rel: str) -> Path:
     return path
 
 
-def remember_verified(model_dir: Path, manifest: Manifest) -> None:
+def remember_verified(
+    model_dir: Path, manifest: Manifest, only: Collection[str] | None = None
+) -> None:
+    """Trust files as they are now; ``only`` limits it to files just hashed by the caller."""
     with _lock:
         cache = _read_cache()
         for rel, entry in manifest.files.items():
+            if only is not None and rel not in only:
+                continue
             p = model_dir / rel
             cache[_cache_key(p, entry.sha256)] = file_signature(p)
         _write_cache(cache)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -158,3 +158,169 @@ def bench_inference(
                 f"peak RSS {s.peak_rss_mb:,.0f} MB"
             )
         console.print(f"geoguess --help: {help_s:.2f} s")
+
+
+# --- geoguess bench search ------------------------------------------------------------
+
+
+def _ints(text: str, what: str) -> list[int]:
+    from ..errors import UsageError
+
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UsageError(f"{what}: expected numbers separated by commas, got {text!r}") from None
+
+
+def _floats(text: str, what: str) -> list[float]:
+    from ..errors import UsageError
+
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UsageError(f"{what}: expected numbers separated by commas, got {text!r}") from None
+
+
+_SEARCH_COLUMNS = (
+    ("method", "method"),
+    ("levels", "tree / index"),
+    ("beam", "beam"),
+    ("ef", "ef"),
+    ("proxy_cosine", "cos"),
+    ("agreement", "top-1 = flat"),
+    ("median_km", "median km"),
+    ("p95_km", "p95 km"),
+    ("share_compared", "dot products"),
+    ("us_per_query", "us/query"),
+    ("rss_mb", "RAM MB"),
+    ("disk_mb", "disk MB"),
+    ("build_s", "build s"),
+)
+
+
+def _cell(key: str, value: Any) -> str:
+    if value is None:
+        return ""
+    if key == "share_compared":
+        return f"{value * 100:.3g}%"
+    if key == "agreement":
+        return f"{value:.3f}"
+    if key in ("us_per_query", "rss_mb", "disk_mb", "median_km", "p95_km"):
+        return f"{value:,.0f}" if value >= 10 else f"{value:.1f}"
+    if key == "build_s":
+        return f"{value:.1f}"
+    return str(value)
+
+
+@bench_app.command("search")
+def bench_search(
+    model: ModelOpt = None,
+    gallery: Annotated[
+        str | None, typer.Option("--gallery", help="Gallery [default: the default one].")
+    ] = None,
+    levels: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--levels",
+            help="Tree configuration (repeat): e.g. 800, 20,100, auto (ours), with "
+            "+capsules and/or +gps for the published features and node keys "
+            "[default: the three published trees and ours].",
+        ),
+    ] = None,
+    beams: Annotated[str, typer.Option("--beams", help="Beam widths.")] = "1,2,4,8,16,24,32",
+    queries: Annotated[
+        Path | None,
+        typer.Option(
+            "--queries", help="Real image embeddings (.npy, Q x 512) instead of the proxy."
+        ),
+    ] = None,
+    n_queries: Annotated[
+        int, typer.Option("--n-queries", min=1, help="Held-out proxy queries per cosine level.")
+    ] = 1000,
+    cosines: Annotated[
+        str, typer.Option("--cosines", help="Proxy noise levels (cosine to the clean point).")
+    ] = "0.95,0.7,0.45,0.3",
+    scale: Annotated[
+        int | None,
+        typer.Option(
+            "--scale", help="Gallery size: real points plus jittered copies (e.g. 1000000)."
+        ),
+    ] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option("--limit", min=100, help="Use only the first N real gallery points."),
+    ] = None,
+    efs: Annotated[
+        str, typer.Option("--ef", help="hnswlib baseline ef values ('' to skip).")
+    ] = "20,80,320",
+    compare_nodes: Annotated[
+        bool,
+        typer.Option(
+            "--compare-nodes",
+            help="Also compare node keys on our tree: mean GPS (published), mean embedding, "
+            "and the exact cluster score (ceiling).",
+        ),
+    ] = False,
+    workdir: Annotated[
+        Path | None,
+        typer.Option("--workdir", help="Keep scaled galleries and indexes here and reuse them."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed for held-out points, noise, jitter.")] = 0,
+    json_out: JsonOpt = False,
+) -> None:
+    """Tree search against exact flat search: agreement, dot products, speed, memory.
+
+    [bold]Examples[/]
+
+      geoguess bench search
+
+      geoguess bench search --levels auto --beams 8,16,24 --cosines 0.45 --json
+
+      geoguess bench search --scale 1000000 --workdir /tmp/bench
+    """
+    from ..bench_search import DEFAULT_CONFIGS, SearchBenchOptions, run_search_bench
+    from ..output import json_line, print_table, stdout_console
+
+    with _errors():
+        opts = SearchBenchOptions(
+            model=model,
+            gallery=gallery,
+            configs=tuple(levels) if levels else DEFAULT_CONFIGS,
+            beams=_ints(beams, "--beams"),
+            queries=queries,
+            cosines=_floats(cosines, "--cosines"),
+            n_queries=n_queries,
+            scale=scale,
+            limit=limit,
+            hnsw_efs=_ints(efs, "--ef"),
+            compare_nodes=compare_nodes,
+            seed=seed,
+            workdir=workdir,
+        )
+
+        def emit(row: Any) -> None:
+            if json_out:
+                sys.stdout.write(json_line(row.to_dict()) + "\n")
+                sys.stdout.flush()
+
+        rows = run_search_bench(opts, RichReporter(), emit)
+        if json_out:
+            return
+        console = stdout_console()
+        kind = rows[0].queries if rows else "proxy"
+        title = (
+            f"Search: gallery {rows[0].gallery_size:,} points, "
+            + (
+                "PROXY queries (held-out location embeddings + noise; "
+                "cos = cosine to the clean point)"
+                if kind == "proxy"
+                else f"real image embeddings from {queries}"
+            )
+            if rows
+            else "Search: no rows"
+        )
+        columns = [head for _, head in _SEARCH_COLUMNS]
+        table_rows = [[_cell(k, r.to_dict()[k]) for k, _ in _SEARCH_COLUMNS] for r in rows]
+        print_table(console, columns, table_rows, title=title, right=set(columns[2:]))
+        for n in sorted({n for r in rows for n in r.notes if "replay" not in n}):
+            console.print(f"note: {n}")

@@ -91,6 +91,20 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
 GalleryOpt = Annotated[
     str | None, typer.Option("--gallery", help="GPS gallery of the model set to search.")
 ]
+SearchOpt = Annotated[
+    str,
+    typer.Option(
+        "--search",
+        help="Gallery search: flat (exact), tree (beam search in the gallery's cluster "
+        "tree) or auto (tree from 500,000 gallery points on).",
+    ),
+]
+BeamOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--beam", min=1, help="Tree nodes kept per level (implies --search tree) [default: 24]."
+    ),
+]
 TopKOpt = Annotated[
     int, typer.Option("--top-k", "-k", min=1, max=1000, help="Candidates per photo.")
 ]
@@ -167,11 +181,19 @@ class RichReporter(Reporter):
 
 
 def open_geolocator(
-    model: str | None, precision: str | None, device: str, gallery: str | None, verbose: bool
+    model: str | None,
+    precision: str | None,
+    device: str,
+    gallery: str | None,
+    verbose: bool,
+    search: str = "auto",
+    beam: int | None = None,
 ) -> Any:
     from ..geolocator import Geolocator
 
-    geo = Geolocator.load(model, precision=precision, device=device, gallery=gallery)
+    geo = Geolocator.load(
+        model, precision=precision, device=device, gallery=gallery, search=search, beam=beam
+    )
     if geo.random_weights:
         _note(
             f"warning: model set {geo.model.name!r} has random backbone weights (built for "

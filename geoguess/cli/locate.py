@@ -10,11 +10,13 @@ import typer
 from .common import (
     EXIT_OK,
     EXIT_SOME_FAILED,
+    BeamOpt,
     DeviceOpt,
     GalleryOpt,
     JsonOpt,
     ModelOpt,
     PrecisionOpt,
+    SearchOpt,
     TopKOpt,
     VerboseOpt,
     _err,
@@ -48,6 +50,8 @@ def locate_cmd(
     precision: PrecisionOpt = None,
     device: DeviceOpt = "auto",
     gallery: GalleryOpt = None,
+    search: SearchOpt = "auto",
+    beam: BeamOpt = None,
     verbose: VerboseOpt = False,
     llm: LLMOpt = None,
     llm_base_url: LLMBaseUrlOpt = None,
@@ -78,7 +82,7 @@ def locate_cmd(
     from ..output import json_line, show_refinement, show_result, stdout_console
 
     with _errors(), contextlib.ExitStack() as stack:
-        geo = open_geolocator(model, precision, device, gallery, verbose)
+        geo = open_geolocator(model, precision, device, gallery, verbose, search, beam)
         refiner = None
         if llm:
             refiner = open_refiner(

@@ -28,6 +28,20 @@ from .common import (
     app,
     open_geolocator,
 )
+from .llm_options import (
+    DEFAULT_REFS,
+    LLMBaseUrlOpt,
+    LLMConcurrencyOpt,
+    LLMOpt,
+    LLMRefsOpt,
+    LLMRetriesOpt,
+    LLMSamplesOpt,
+    LLMTemperatureOpt,
+    LLMTimeoutOpt,
+    NoCacheOpt,
+    YesOpt,
+    open_refiner,
+)
 
 if TYPE_CHECKING:
     from ..scan import ScanSummary
@@ -167,6 +181,16 @@ def scan_cmd(
     device: DeviceOpt = "auto",
     gallery: GalleryOpt = None,
     verbose: VerboseOpt = False,
+    llm: LLMOpt = None,
+    llm_base_url: LLMBaseUrlOpt = None,
+    llm_samples: LLMSamplesOpt = 2,
+    llm_temperature: LLMTemperatureOpt = 1.0,
+    llm_refs: LLMRefsOpt = DEFAULT_REFS,
+    llm_concurrency: LLMConcurrencyOpt = 4,
+    llm_timeout: LLMTimeoutOpt = 60.0,
+    llm_retries: LLMRetriesOpt = 3,
+    no_cache: NoCacheOpt = False,
+    yes: YesOpt = False,
 ) -> None:
     """Locate every photo in a folder into a CSV or JSON Lines file.
 
@@ -182,6 +206,8 @@ def scan_cmd(
       geoguess scan trip/ --glob '*.heic' --format jsonl -o trip.jsonl
 
       geoguess scan photos/ --no-recursive --top-k 3 > places.csv
+
+      geoguess scan trip/ -o trip.jsonl --llm gpt-4o --llm-concurrency 8
     """
     from ..output import stderr_console
     from ..reporting import Reporter
@@ -193,6 +219,20 @@ def scan_cmd(
         out_format = output_format(None if to_stdout else output, fmt)
         check_folder(folder)  # before the model loads, so a typo costs nothing
         geo = open_geolocator(model, precision, device, gallery, verbose)
+        refiner = None
+        if llm:
+            refiner = open_refiner(
+                llm,
+                base_url=llm_base_url,
+                samples=llm_samples,
+                temperature=llm_temperature,
+                refs=llm_refs,
+                concurrency=llm_concurrency,
+                timeout=llm_timeout,
+                retries=llm_retries,
+                no_cache=no_cache,
+                yes=yes,
+            )
         model_info = {
             "name": geo.model.name,
             "precision": geo.precision,
@@ -201,7 +241,7 @@ def scan_cmd(
         writer = open_writer(
             None if to_stdout else output, out_format, model=model_info, overwrite=overwrite
         )
-        with writer:
+        with writer, refiner or contextlib.nullcontext():
             if writer.dropped_partial:
                 _note(
                     f"{output}: dropped an incomplete last row ({writer.dropped_partial} bytes) "
@@ -242,6 +282,7 @@ def scan_cmd(
                         on_result=on_result,
                         reporter=reporter,
                         stop=stop,
+                        refiner=refiner,
                     )
             except KeyboardInterrupt:
                 elapsed = time.perf_counter() - start
@@ -254,6 +295,10 @@ def scan_cmd(
         where = f"{folder}: no photos found" + (f" matching {glob!r}" if glob else "")
         _note(where + ("" if recursive else " (subfolders not searched)"))
     stderr_console().print(_summary_line(summary), markup=False)
+    if refiner is not None:
+        from ..output import usage_text
+
+        _note(usage_text(refiner.usage))
     if summary.interrupted:
         signum = received[0] if received else signal.SIGINT
         raise typer.Exit(128 + int(signum))

@@ -20,6 +20,7 @@ import numpy as np
 from .. import __version__
 from ..encoders import ImageEncoder, LocationEncoder, l2_normalize
 from ..errors import ExportError, UsageError
+from ..galleries import default_tree_fields
 from ..manifest import FORMAT_VERSION, MANIFEST_NAME, PRECISIONS, describe_files
 from ..reporting import Reporter
 from ..store import InstalledModel, check_name, commit, staging
@@ -39,6 +40,7 @@ class BuildOptions:
     local_files_only: bool = False
     force: bool = False
     gallery_limit: int | None = None  # tests: embed only the first N gallery points
+    tree_levels: str | None = "auto"  # the gallery's search tree (geoguess.tree); "none": skip
 
 
 def _versions() -> dict[str, str]:
@@ -262,6 +264,8 @@ def build_model_set(
                 emb[i : i + step] = l2_normalize(chunk).astype(np.float16)
                 adv(len(chunk))
         np.save(stage / gdir / "embeddings.npy", emb, allow_pickle=False)
+        # Search tree of the gallery (geoguess.tree); numpy + ONNX Runtime, no torch.
+        tree_fields = default_tree_fields(stage, gdir.as_posix(), emb, coords, opts.tree_levels)
         gallery32 = emb.astype(np.float32)
 
         # Compare every reduced precision with fp32 on the same calibration photos.
@@ -324,6 +328,7 @@ def build_model_set(
                     "embeddings": (gdir / "embeddings.npy").as_posix(),
                     "size": len(coords),
                     "source": f"geoclip {release.version or '?'} {recipe.gallery_csv}",
+                    **tree_fields,
                 }
             },
             "default_gallery": recipe.gallery_name,

@@ -15,7 +15,7 @@ geo-verification (the location encoder picks the final answer)::
 Modules: ``retrieval`` (similar and dissimilar gallery points), ``prompts`` (messages
 and the photo sent), ``parsing`` (coordinates out of answers), ``client`` (litellm,
 retries, usage), ``cache`` (answers on disk), ``verify`` (geo-verification),
-``privacy`` (notice, key redaction), ``refine`` (the whole pipeline).
+``privacy`` (notice, key redaction), ``pipeline`` (the whole refinement).
 
 Importing this package does not import litellm; the first :class:`Refiner` does.
 """
@@ -24,14 +24,14 @@ from __future__ import annotations
 
 from .client import LLMError, Usage
 from .parsing import AnswerError, ParsedAnswer, parse_answer
-from .privacy import CONSENT_ENV, is_local_endpoint, privacy_notice, redact
-from .refine import (
+from .pipeline import (
     RefinedCandidate,
     Refinement,
     Refiner,
     RejectedAnswer,
     refine,
 )
+from .privacy import CONSENT_ENV, is_local_endpoint, privacy_notice, redact
 from .retrieval import Reference, Retrieval, retrieve, similar_and_dissimilar
 from .settings import LLMSettings
 

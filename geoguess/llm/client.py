@@ -274,31 +274,39 @@ class LLMClient:
     ) -> list[str]:
         s = self.settings
         attempt = 0
+        without_json = False
+        first_error: BaseException | None = None
         while True:
-            kwargs = self._kwargs(messages, n)
+            kwargs = self._kwargs(messages, n, json_mode=not without_json)
             try:
                 with stdout_to_stderr():
                     response = self.litellm.completion(**kwargs)
             except Exception as exc:
                 usage.failed_requests += 1
                 if "response_format" in kwargs and _status(exc) in {400, 422}:
-                    # Some OpenAI-compatible servers reject JSON mode; the prompt asks
-                    # for JSON anyway and the parser copes with prose.
-                    with self._lock:
-                        self._json_refused = True
-                    warnings.append("the server refused JSON mode; asked again without it")
+                    # Some OpenAI-compatible servers reject JSON mode: ask once more
+                    # without it (the prompt asks for JSON anyway, and the parser copes
+                    # with prose). If that fails too, JSON mode was not the problem.
+                    without_json, first_error = True, exc
                     continue
                 if not _retryable(exc) or attempt >= s.retries:
                     tries = f" after {attempt + 1} attempts" if attempt else ""
-                    raise LLMError(f"{_describe(exc, s.timeout)}{tries}") from None
+                    shown = first_error if first_error is not None else exc
+                    raise LLMError(f"{_describe(shown, s.timeout)}{tries}") from None
                 time.sleep(self._delay(attempt, exc))
                 attempt += 1
                 continue
+            if without_json and first_error is not None:
+                with self._lock:
+                    self._json_refused = True
+                warnings.append("the server refused JSON mode; asking without it")
             usage.requests += 1
             self._count(response, usage)
             return [_content(c) for c in getattr(response, "choices", None) or []]
 
-    def _kwargs(self, messages: list[dict[str, Any]], n: int) -> dict[str, Any]:
+    def _kwargs(
+        self, messages: list[dict[str, Any]], n: int, *, json_mode: bool = True
+    ) -> dict[str, Any]:
         s = self.settings
         kwargs: dict[str, Any] = {
             "model": s.model,
@@ -319,7 +327,7 @@ class LLMClient:
             kwargs["n"] = n
         if s.max_tokens is not None:
             kwargs["max_tokens"] = s.max_tokens
-        if self.json_mode and not self._json_refused:
+        if json_mode and self.json_mode and not self._json_refused:
             kwargs["response_format"] = {"type": "json_object"}
         return kwargs
 

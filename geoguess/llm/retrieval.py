@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from ..geolocator import Geolocator
     from ..places import Place
 
-__all__ = ["Reference", "Retrieval", "retrieve", "similar_and_dissimilar"]
+__all__ = ["Reference", "Retrieval", "gallery_scores", "retrieve", "similar_and_dissimilar"]
 
 
 @dataclass(frozen=True)
@@ -79,13 +79,36 @@ def similar_and_dissimilar(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.n
     return top.astype(np.int64), bottom.astype(np.int64)
 
 
+#: Up to this many gallery rows, an fp32 copy of the gallery (what flat search uses) is
+#: made for retrieval; above it, the fp16 gallery is scored in chunks instead.
+FLAT_MAX_ROWS = 250_000
+_CHUNK_ROWS = 65_536
+
+
+def gallery_scores(geo: Geolocator, emb: np.ndarray) -> np.ndarray:
+    """Cosine of a normalised embedding with every gallery point: all N, not a top-k."""
+    # Reuse flat search's fp32 copy when it is already built (the cached property's
+    # value); build it for galleries small enough that 4 bytes a value is cheap.
+    flat = vars(geo).get("flat")
+    embeddings = geo.gallery.embeddings
+    if flat is None and len(embeddings) <= FLAT_MAX_ROWS:
+        flat = geo.flat
+    if flat is not None:
+        return flat.embeddings @ emb
+    return np.concatenate(
+        [
+            np.asarray(embeddings[i : i + _CHUNK_ROWS], dtype=np.float32) @ emb
+            for i in range(0, len(embeddings), _CHUNK_ROWS)
+        ]
+    )
+
+
 def retrieve(geo: Geolocator, embedding: np.ndarray, k: int) -> Retrieval:
     """The k most and k least similar gallery points to a normalised image embedding."""
     from ..places import nearest_places
 
     emb = np.asarray(embedding, dtype=np.float32).ravel()
-    # The search's fp32 copy of the gallery is already in memory after locating.
-    scores = geo.flat.embeddings @ emb
+    scores = gallery_scores(geo, emb)
     top, bottom = similar_and_dissimilar(scores, k)
     rows = np.concatenate([top, bottom])
     if len(rows) == 0:

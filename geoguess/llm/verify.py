@@ -30,11 +30,16 @@ def verification_scores(
     """Cosine between a normalised image embedding and each coordinate's location embedding."""
     if len(latlon) == 0:
         return np.empty(0, dtype=np.float64)
-    locations = geo.embed_locations(np.asarray(latlon, dtype=np.float32).reshape(-1, 2))
+    points = np.asarray(latlon, dtype=np.float32).reshape(-1, 2)
+    # Each distinct coordinate is embedded once. ONNX Runtime's vectorised sin/cos can
+    # give the same input slightly different values at different rows of a batch, and
+    # the random Fourier features amplify that; a repeated answer must tie with itself.
+    unique, inverse = np.unique(points, axis=0, return_inverse=True)
+    locations = geo.embed_locations(unique)
     emb = np.asarray(embedding, dtype=np.float32).ravel()
-    return (locations @ emb).astype(np.float64)
+    return (locations @ emb).astype(np.float64)[inverse.ravel()]
 
 
 def rank_by_score(scores: np.ndarray) -> np.ndarray:
     """Candidate order, best first; equal scores keep their input order."""
-    return np.argsort(-np.asarray(scores), kind="stable")
+    return np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")

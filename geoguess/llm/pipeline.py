@@ -339,7 +339,13 @@ class Refiner:
         """
         if result.error is None and result.embedding is not None:
             src = result.file if source is None else source
-            result.llm = self.refine(geo, src, result.embedding, name=result.file)
+            try:
+                result.llm = self.refine(geo, src, result.embedding, name=result.file)
+            except Exception as exc:  # a scan of thousands must not end on one photo
+                problem = redact(f"unexpected error: {type(exc).__name__}: {exc}")
+                result.llm = Refinement(
+                    result.file, self.settings.model, self.settings, error=problem, fallback=True
+                )
         return result
 
     def refine_results(
@@ -353,7 +359,8 @@ class Refiner:
         ``sources`` (parallel to ``results``) gives the photo where ``result.file`` is
         not a path, e.g. bytes read from stdin. At most ``2 * concurrency`` photos are
         in progress, so a long scan does not hold every photo in memory. Closing the
-        generator early cancels the photos not yet started.
+        generator early cancels the photos not yet started and closes ``results`` when
+        it is a generator (a scan pipeline), so its threads stop too.
         """
         with self._lock:
             if self._photos is None:
@@ -375,6 +382,9 @@ class Refiner:
         finally:
             for fut in window:
                 fut.cancel()
+            close = getattr(results, "close", None)
+            if callable(close):
+                close()
 
 
 def _from_reference(ref: Reference, rank: int) -> RefinedCandidate:

@@ -1,0 +1,394 @@
+"""The GPS galleries of an installed model set: custom galleries and their search trees.
+
+A gallery is ``galleries/<name>/`` in the model set: ``coords.npy`` (N, 2) lat/lon,
+``embeddings.npy`` (N, 512) fp16 normalised location embeddings, optionally
+``names.npy`` (one label per point), and ``tree-*/`` folders with search trees (see
+:mod:`geoguess.tree`). Every file is listed in ``manifest.json`` with its sha256.
+
+Everything here runs on ONNX Runtime (the model set's location encoder); torch is not
+needed. Changes are made safely: new files are written to a hidden folder and renamed
+into place, and the manifest is replaced atomically (temporary file + ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import InputError, UsageError
+from .manifest import MANIFEST_NAME, describe_files, load_manifest
+from .reporting import Reporter
+from .store import InstalledModel, get_model, remember_verified
+from .tree import TreeConfig, auto_levels, build_tree
+
+if TYPE_CHECKING:
+    from .encoders import LocationEncoder
+
+GALLERY_DIR = "galleries"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_LAT_NAMES = ("LAT", "LATITUDE")
+_LON_NAMES = ("LON", "LNG", "LONG", "LONGITUDE")
+_EMBED_BATCH = 8192
+
+
+def check_gallery_name(name: str) -> str:
+    if not _NAME_RE.match(name):
+        raise UsageError(
+            f"invalid gallery name {name!r}: use letters, digits, '.', '_' or '-' (max 64)"
+        )
+    return name
+
+
+def tree_config(
+    levels: str | None, n: int, *, features: str = "embedding", node: str = "mean", seed: int = 0
+) -> TreeConfig:
+    """``levels`` ``None`` or ``"auto"`` picks our default shape for ``n`` points."""
+    shape = auto_levels(n) if levels in (None, "", "auto") else levels
+    return TreeConfig(shape, features=features, node=node, seed=seed)  # type: ignore[arg-type]
+
+
+# --- building a tree into a folder of a model set ------------------------------------------
+
+
+def build_tree_files(
+    out_dir: Path,
+    final_dir: str,
+    embeddings: np.ndarray,
+    coords: np.ndarray,
+    config: TreeConfig,
+    *,
+    location_encoder: LocationEncoder | None = None,
+    reporter: Reporter | None = None,
+) -> dict[str, Any]:
+    """Build a tree into ``out_dir``; returns its manifest entry for ``final_dir``.
+
+    ``final_dir`` is where the folder will live in the model set (relative to its
+    root): trees are built in a hidden folder and renamed into place afterwards.
+    """
+    meta = build_tree(
+        out_dir,
+        embeddings,
+        config,
+        coords=coords,
+        location_encoder=location_encoder,
+        reporter=reporter,
+    )
+    return {
+        "dir": final_dir,
+        "levels": meta["levels"],
+        "features": meta["features"],
+        "node": meta["node"],
+        "nodes_per_level": meta["nodes_per_level"],
+        "files": [f"{final_dir}/{f}" for f in meta["files"]],
+    }
+
+
+def default_tree_fields(
+    root: Path,
+    gallery_dir: str,
+    embeddings: np.ndarray,
+    coords: np.ndarray,
+    levels: str | None = "auto",
+    *,
+    location_encoder: LocationEncoder | None = None,
+    reporter: Reporter | None = None,
+) -> dict[str, Any]:
+    """Build a gallery's tree in a model set being built; fields for its gallery entry.
+
+    ``levels`` ``"none"`` builds nothing (the gallery then only supports flat search).
+    """
+    if levels is not None and levels.strip().lower() == "none":
+        return {}
+    config = tree_config(levels, len(embeddings))
+    final = f"{gallery_dir}/{config.dirname}"
+    entry = build_tree_files(
+        root / final,
+        final,
+        embeddings,
+        coords,
+        config,
+        location_encoder=location_encoder,
+        reporter=reporter,
+    )
+    return {"trees": {config.key: entry}, "default_tree": config.key}
+
+
+def _rewrite_manifest(model_dir: Path, mutate: Callable[[dict[str, Any]], None]) -> None:
+    """Apply ``mutate`` to the raw manifest and replace the file atomically."""
+    path = model_dir / MANIFEST_NAME
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    mutate(raw)
+    tmp = model_dir / f".{MANIFEST_NAME}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(raw, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _swap_in(staged: Path, final: Path) -> Path | None:
+    """Rename ``staged`` to ``final``; an existing ``final`` moves aside (returned)."""
+    trash = None
+    if final.exists():
+        trash = final.with_name(f".trash-{final.name}-{os.getpid()}")
+        os.replace(final, trash)
+    os.replace(staged, final)
+    return trash
+
+
+def _encoder(model: InstalledModel) -> LocationEncoder:
+    from .encoders import LocationEncoder
+
+    return LocationEncoder(model.file(model.manifest.location_encoder), "cpu")
+
+
+def _gallery_entry(model: InstalledModel, gallery: str | None) -> tuple[str, dict[str, Any]]:
+    galleries = model.manifest.galleries
+    name = gallery or model.manifest.raw.get("default_gallery") or next(iter(galleries), None)
+    if name not in galleries:
+        raise UsageError(
+            f"model set {model.name!r} has no gallery {name!r} "
+            f"(it has: {', '.join(galleries) or 'none'})"
+        )
+    return name, galleries[name]
+
+
+def build_gallery_tree(
+    gallery: str | None = None,
+    levels: str | None = None,
+    *,
+    model: str | None = None,
+    features: str = "embedding",
+    node: str = "mean",
+    seed: int = 0,
+    make_default: bool = True,
+    reporter: Reporter | None = None,
+) -> dict[str, Any]:
+    """(Re)build a search tree for a gallery of an installed model set.
+
+    Rebuilding the same levels replaces that tree (the files come out identical).
+    Returns the tree's manifest entry, with its ``key``.
+    """
+    installed = get_model(model)
+    name, entry = _gallery_entry(installed, gallery)
+    embeddings = np.load(installed.file(entry["embeddings"]), mmap_mode="r", allow_pickle=False)
+    coords = np.load(installed.file(entry["coords"]), allow_pickle=False)
+    config = tree_config(levels, len(embeddings), features=features, node=node, seed=seed)
+    gdir = Path(entry["embeddings"]).parent.as_posix()
+    staged_name = f".{config.dirname}.tmp-{os.getpid()}"
+    staged = installed.path / gdir / staged_name
+    try:
+        tree_entry = build_tree_files(
+            staged,
+            f"{gdir}/{config.dirname}",
+            embeddings,
+            coords,
+            config,
+            location_encoder=_encoder(installed) if config.needs_encoder else None,
+            reporter=reporter,
+        )
+        table = {
+            f"{tree_entry['dir']}/{rel}": v
+            for rel, v in describe_files(
+                staged, [Path(f).name for f in tree_entry["files"]]
+            ).items()
+        }
+        trash = _swap_in(staged, installed.path / tree_entry["dir"])
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+
+    def mutate(raw: dict[str, Any]) -> None:
+        g = raw["galleries"][name]
+        old = g.get("trees", {}).get(config.key)
+        if old:
+            for rel in old.get("files", []):
+                raw["files"].pop(rel, None)
+        raw["files"].update(table)
+        g.setdefault("trees", {})[config.key] = tree_entry
+        if make_default or "default_tree" not in g:
+            g["default_tree"] = config.key
+
+    _rewrite_manifest(installed.path, mutate)
+    if trash is not None:
+        shutil.rmtree(trash, ignore_errors=True)
+    # The files were hashed a moment ago; record them so the first search does not rehash.
+    remember_verified(installed.path, load_manifest(installed.path), only=set(table))
+    return {"key": config.key, "gallery": name, **tree_entry}
+
+
+# --- custom galleries -----------------------------------------------------------------------
+
+
+def read_coords_csv(path: Path) -> tuple[np.ndarray, list[str] | None]:
+    """(N, 2) float32 lat/lon and the optional ``name`` column of a CSV file.
+
+    Needs a header with LAT and LON columns (LATITUDE, LNG, LONGITUDE also work, any
+    case); a column called NAME gives each point a label.
+    """
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            if header is None:
+                raise InputError(path, "the CSV file is empty")
+            cols = [h.strip().upper() for h in header]
+            ilat = next((cols.index(c) for c in _LAT_NAMES if c in cols), None)
+            ilon = next((cols.index(c) for c in _LON_NAMES if c in cols), None)
+            if ilat is None or ilon is None:
+                raise InputError(path, "the CSV header needs LAT and LON columns")
+            iname = cols.index("NAME") if "NAME" in cols else None
+            rows: list[tuple[float, float]] = []
+            names: list[str] = []
+            for line, row in enumerate(reader, start=2):
+                if not row or all(not c.strip() for c in row):
+                    continue
+                try:
+                    lat, lon = float(row[ilat]), float(row[ilon])
+                except (IndexError, ValueError):
+                    raise InputError(path, f"line {line}: LAT and LON must be numbers") from None
+                if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+                    raise InputError(path, f"line {line}: ({lat}, {lon}) is not a lat/lon pair")
+                rows.append((lat, lon))
+                if iname is not None:
+                    names.append(row[iname].strip() if iname < len(row) else "")
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(path, f"cannot read the CSV file: {exc}") from exc
+    if not rows:
+        raise InputError(path, "the CSV file has no coordinates")
+    return np.asarray(rows, dtype=np.float32), (names if iname is not None else None)
+
+
+def embed_coords(
+    encoder: LocationEncoder, coords: np.ndarray, reporter: Reporter | None = None
+) -> np.ndarray:
+    """(N, 512) fp16 normalised location embeddings, the gallery format."""
+    from .encoders import l2_normalize
+
+    rep = reporter or Reporter()
+    out = np.empty((len(coords), 512), dtype=np.float16)
+    with rep.task(f"Embedding {len(coords):,} coordinates", total=len(coords)) as adv:
+        for s in range(0, len(coords), _EMBED_BATCH):
+            chunk = encoder(coords[s : s + _EMBED_BATCH])
+            out[s : s + len(chunk)] = l2_normalize(chunk).astype(np.float16)
+            adv(len(chunk))
+    return out
+
+
+def add_gallery(
+    name: str,
+    csv_path: Path,
+    *,
+    model: str | None = None,
+    levels: str | None = None,
+    force: bool = False,
+    reporter: Reporter | None = None,
+) -> dict[str, Any]:
+    """Embed the coordinates of a CSV file and install them as gallery ``name``.
+
+    Builds the gallery's search tree too. Returns the gallery's manifest entry.
+    """
+    check_gallery_name(name)
+    installed = get_model(model)
+    if name in installed.manifest.galleries and not force:
+        raise UsageError(
+            f"model set {installed.name!r} already has a gallery {name!r}; "
+            "pass --force to replace it"
+        )
+    coords, names = read_coords_csv(Path(csv_path))
+    encoder = _encoder(installed)
+    embeddings = embed_coords(encoder, coords, reporter)
+    config = tree_config(levels, len(coords))
+    gdir = f"{GALLERY_DIR}/{name}"
+    root = installed.path
+    staged = root / GALLERY_DIR / f".staging-{name}-{os.getpid()}"
+    try:
+        staged.mkdir(parents=True)
+        np.save(staged / "coords.npy", coords, allow_pickle=False)
+        np.save(staged / "embeddings.npy", embeddings, allow_pickle=False)
+        entry: dict[str, Any] = {
+            "coords": f"{gdir}/coords.npy",
+            "embeddings": f"{gdir}/embeddings.npy",
+            "size": len(coords),
+            "source": f"custom: {Path(csv_path).name}",
+            "custom": True,
+        }
+        if names is not None:
+            np.save(staged / "names.npy", np.asarray(names, dtype=str), allow_pickle=False)
+            entry["names"] = f"{gdir}/names.npy"
+        tree_entry = build_tree_files(
+            staged / config.dirname,
+            f"{gdir}/{config.dirname}",
+            embeddings,
+            coords,
+            config,
+            reporter=reporter,
+        )
+        entry["trees"] = {config.key: tree_entry}
+        entry["default_tree"] = config.key
+        rels = [p.relative_to(staged).as_posix() for p in staged.rglob("*") if p.is_file()]
+        table = {f"{gdir}/{rel}": v for rel, v in describe_files(staged, rels).items()}
+        trash = _swap_in(staged, root / gdir)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+
+    def mutate(raw: dict[str, Any]) -> None:
+        for rel in [r for r in raw["files"] if r.startswith(gdir + "/")]:
+            del raw["files"][rel]
+        raw["files"].update(table)
+        raw.setdefault("galleries", {})[name] = entry
+
+    _rewrite_manifest(root, mutate)
+    if trash is not None:
+        shutil.rmtree(trash, ignore_errors=True)
+    remember_verified(root, load_manifest(root), only=set(table))
+    return {"name": name, **entry}
+
+
+def list_galleries(model: str | None = None) -> list[dict[str, Any]]:
+    """One summary per gallery of a model set (name, size, source, trees, default)."""
+    installed = get_model(model)
+    default = installed.manifest.raw.get("default_gallery")
+    out = []
+    for name, entry in installed.manifest.galleries.items():
+        out.append(
+            {
+                "name": name,
+                "size": entry.get("size"),
+                "source": entry.get("source"),
+                "custom": bool(entry.get("custom")),
+                "default": name == default,
+                "trees": sorted(entry.get("trees", {})),
+                "default_tree": entry.get("default_tree"),
+                "has_names": "names" in entry,
+            }
+        )
+    return out
+
+
+def remove_gallery(name: str, *, model: str | None = None) -> None:
+    """Delete a gallery and its trees from a model set (never its default gallery)."""
+    installed = get_model(model)
+    if name not in installed.manifest.galleries:
+        raise UsageError(f"model set {installed.name!r} has no gallery {name!r}")
+    if name == installed.manifest.raw.get("default_gallery"):
+        raise UsageError(f"{name!r} is the default gallery of model set {installed.name!r}")
+    entry = installed.manifest.galleries[name]
+    folder = installed.path / Path(entry["embeddings"]).parent
+    prefix = Path(entry["embeddings"]).parent.as_posix() + "/"
+
+    def mutate(raw: dict[str, Any]) -> None:
+        raw["galleries"].pop(name, None)
+        for rel in [r for r in raw["files"] if r.startswith(prefix)]:
+            del raw["files"][rel]
+
+    # Manifest first: a set must never list files that are gone.
+    _rewrite_manifest(installed.path, mutate)
+    trash = folder.with_name(f".trash-{folder.name}-{os.getpid()}")
+    if folder.exists():
+        os.replace(folder, trash)
+        shutil.rmtree(trash, ignore_errors=True)
