@@ -14,19 +14,14 @@ from pathlib import Path
 
 import pytest
 
+from geoguess.export.backbone import RANDOM_GEOMETRIES
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 PHOTOS = SHARED / "photos"
 
-TINY_VISION = dict(
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    patch_size=32,
-    image_size=224,
-    projection_dim=768,
-)
+# The same geometry as `geoguess models build --backbone random:tiny`.
+TINY_VISION = dict(RANDOM_GEOMETRIES["tiny"])
 
 
 @pytest.fixture(autouse=True)

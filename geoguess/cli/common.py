@@ -109,6 +109,21 @@ TopKOpt = Annotated[
     int, typer.Option("--top-k", "-k", min=1, max=1000, help="Candidates per photo.")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON object per photo (JSON Lines).")]
+BatchSizeOpt = Annotated[
+    int, typer.Option("--batch-size", "-b", min=1, max=4096, help="Photos per encoder run.")
+]
+WorkersOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--workers",
+        "-j",
+        min=1,
+        max=256,
+        help="Decoding threads \\[default: min(4, CPU count)].",
+        show_default=False,
+    ),
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 VerboseOpt = Annotated[
     bool, typer.Option("--verbose", "-v", help="Say which provider and model run.")
 ]
@@ -144,12 +159,16 @@ def _errors() -> Iterator[None]:
 
 
 class RichReporter(Reporter):
-    """Progress bars and messages on stderr."""
+    """Progress bars and messages on stderr.
 
-    def __init__(self) -> None:
+    With ``unit`` (e.g. "files"), bars with a total also show the rate in that unit.
+    """
+
+    def __init__(self, unit: str | None = None) -> None:
         from ..output import stderr_console
 
         self.console = stderr_console()
+        self.unit = unit
 
     def message(self, text: str) -> None:
         from rich.markup import escape
@@ -172,11 +191,21 @@ class RichReporter(Reporter):
 
         columns: list[Any] = [SpinnerColumn(), TextColumn("{task.description}")]
         if total:
-            columns += [BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
+            columns += [BarColumn(), MofNCompleteColumn()]
+            if self.unit:
+                columns.append(TextColumn("{task.fields[rate]}"))
+            columns += [TimeRemainingColumn()]
         columns.append(TimeElapsedColumn())
         with Progress(*columns, console=self.console, transient=False) as progress:
-            tid = progress.add_task(description, total=total)
-            yield lambda n=1: progress.advance(tid, n)
+            tid = progress.add_task(description, total=total, rate="")
+
+            def advance(n: float = 1) -> None:
+                progress.advance(tid, n)
+                if self.unit:
+                    speed = progress.tasks[0].speed
+                    progress.update(tid, rate=f"{speed:.1f} {self.unit}/s" if speed else "")
+
+            yield advance
             progress.update(tid, completed=total or 1, total=total or 1)
 
 

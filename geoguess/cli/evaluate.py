@@ -11,11 +11,14 @@ import typer
 from .common import (
     EXIT_OK,
     EXIT_SOME_FAILED,
+    BatchSizeOpt,
     DeviceOpt,
     GalleryOpt,
     ModelOpt,
     PrecisionOpt,
+    QuietOpt,
     VerboseOpt,
+    WorkersOpt,
     _err,
     _errors,
     _note,
@@ -142,21 +145,9 @@ def eval_cmd(
             show_default=False,
         ),
     ] = None,
-    batch_size: Annotated[
-        int, typer.Option("--batch-size", "-b", min=1, max=4096, help="Photos per encoder run.")
-    ] = 16,
-    workers: Annotated[
-        int | None,
-        typer.Option(
-            "--workers",
-            "-j",
-            min=1,
-            max=256,
-            help="Decoding threads \\[default: min(4, CPU count)].",
-            show_default=False,
-        ),
-    ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    batch_size: BatchSizeOpt = 16,
+    workers: WorkersOpt = None,
+    quiet: QuietOpt = False,
     model: ModelOpt = None,
     precision: PrecisionOpt = None,
     device: DeviceOpt = "auto",
@@ -209,7 +200,7 @@ def eval_cmd(
 
         geo = open_geolocator(model, precision, device, gallery, verbose)
         show_progress = not quiet and stderr_console().is_terminal
-        reporter = RichReporter() if show_progress else Reporter()
+        reporter = RichReporter(unit="images") if show_progress else Reporter()
         writer = PredictionsWriter(predictions) if predictions is not None else None
         failures: list[str] = []
 

@@ -6,7 +6,7 @@ import contextlib
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -15,13 +15,16 @@ import typer
 from .common import (
     EXIT_OK,
     EXIT_SOME_FAILED,
+    BatchSizeOpt,
     DeviceOpt,
     GalleryOpt,
     ModelOpt,
     PrecisionOpt,
+    QuietOpt,
     RichReporter,
     TopKOpt,
     VerboseOpt,
+    WorkersOpt,
     _err,
     _errors,
     _note,
@@ -47,43 +50,6 @@ if TYPE_CHECKING:
     from ..scan import ScanSummary
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
-
-
-class ScanProgress(RichReporter):
-    """A progress bar with files/s and time left, on stderr."""
-
-    @contextlib.contextmanager
-    def task(
-        self, description: str, total: float | None = None
-    ) -> Iterator[Callable[[float], None]]:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=self.console,
-            transient=False,
-        ) as progress:
-            tid = progress.add_task(description, total=total, rate="")
-
-            def advance(n: float = 1) -> None:
-                progress.advance(tid, n)
-                speed = progress.tasks[0].speed
-                progress.update(tid, rate=f"{speed:.1f} files/s" if speed else "")
-
-            yield advance
 
 
 @contextlib.contextmanager
@@ -158,24 +124,12 @@ def scan_cmd(
         ),
     ] = None,
     top_k: TopKOpt = 5,
-    batch_size: Annotated[
-        int, typer.Option("--batch-size", "-b", min=1, max=4096, help="Photos per encoder run.")
-    ] = 16,
-    workers: Annotated[
-        int | None,
-        typer.Option(
-            "--workers",
-            "-j",
-            min=1,
-            max=256,
-            help="Decoding threads \\[default: min(4, CPU count)].",
-            show_default=False,
-        ),
-    ] = None,
+    batch_size: BatchSizeOpt = 16,
+    workers: WorkersOpt = None,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Start the output afresh instead of resuming.")
     ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    quiet: QuietOpt = False,
     model: ModelOpt = None,
     precision: PrecisionOpt = None,
     device: DeviceOpt = "auto",
@@ -249,7 +203,7 @@ def scan_cmd(
                 )
             files = list_images(folder, recursive=recursive, glob=glob)
             show_progress = not quiet and stderr_console().is_terminal
-            reporter = ScanProgress() if show_progress else Reporter()
+            reporter = RichReporter(unit="files") if show_progress else Reporter()
             console = reporter.console if isinstance(reporter, RichReporter) else None
             counts = {"located": 0, "failed": 0}
             start = time.perf_counter()
