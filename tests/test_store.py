@@ -237,3 +237,25 @@ def test_recipe_file_matches_built_in_default():
 
     path = Path(__file__).resolve().parents[1] / "models" / "geoclip-vit-l14.toml"
     assert load_recipe(path) == DEFAULT_RECIPE
+
+
+def test_fp16_encoder_builds_and_agrees_with_fp32(tiny_backbone_dir):
+    pytest.importorskip("geoclip")
+    import numpy as np
+
+    from geoguess import Geolocator
+    from geoguess.export.build import BuildOptions, build_model_set
+
+    build_model_set(
+        BuildOptions(
+            name="half",
+            backbone=str(tiny_backbone_dir),
+            precisions=("fp32", "fp16"),
+            gallery_limit=500,
+        )
+    )
+    x = np.random.default_rng(0).normal(0, 1, (2, 3, 224, 224)).astype(np.float32)
+    full = Geolocator.load("half", precision="fp32", device="cpu").embed_pixels(x)
+    half = Geolocator.load("half", precision="fp16", device="cpu").embed_pixels(x)
+    assert half.dtype == np.float32
+    assert np.sum(full * half, axis=1).min() > 0.99
