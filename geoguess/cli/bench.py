@@ -216,7 +216,7 @@ def _cell(key: str, value: Any) -> str:
 def bench_search(
     model: ModelOpt = None,
     gallery: Annotated[
-        str | None, typer.Option("--gallery", help="Gallery [default: the default one].")
+        str | None, typer.Option("--gallery", help="Gallery \\[default: the default one].")
     ] = None,
     levels: Annotated[
         list[str] | None,
@@ -224,7 +224,7 @@ def bench_search(
             "--levels",
             help="Tree configuration (repeat): e.g. 800, 20,100, auto (ours), with "
             "+capsules and/or +gps for the published features and node keys "
-            "[default: the three published trees and ours].",
+            "\\[default: the three published trees and ours].",
         ),
     ] = None,
     beams: Annotated[str, typer.Option("--beams", help="Beam widths.")] = "1,2,4,8,16,24,32",

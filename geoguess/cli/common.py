@@ -102,7 +102,7 @@ SearchOpt = Annotated[
 BeamOpt = Annotated[
     int | None,
     typer.Option(
-        "--beam", min=1, help="Tree nodes kept per level (implies --search tree) [default: 24]."
+        "--beam", min=1, help="Tree nodes kept per level (implies --search tree) \\[default: 24]."
     ),
 ]
 TopKOpt = Annotated[

@@ -22,7 +22,7 @@ LevelsOpt = Annotated[
     typer.Option(
         "--levels",
         help="Tree shape: clusters at the top, then children per node, e.g. 800, 20,100 "
-        "or 200,10 [default: auto, about 25 points per leaf cluster].",
+        "or 200,10 \\[default: auto, about 25 points per leaf cluster].",
     ),
 ]
 
@@ -109,7 +109,7 @@ def gallery_remove(
 def models_tree(
     levels: LevelsOpt = None,
     gallery: Annotated[
-        str | None, typer.Option("--gallery", help="Gallery [default: the default one].")
+        str | None, typer.Option("--gallery", help="Gallery \\[default: the default one].")
     ] = None,
     model: ModelOpt = None,
     features: Annotated[
