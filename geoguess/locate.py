@@ -207,7 +207,14 @@ def locate_many(
     prepared = [prepare(geo, s, name=n) for s, n in zip(sources, names)]
     ok = [i for i, p in enumerate(prepared) if p.pixels is not None]
     embeddings: dict[int, np.ndarray] = {}
+    found: dict[int, SearchResult] = {}
     if ok:
         emb = geo.embed_pixels(np.stack([prepared[i].pixels for i in ok]))
+        # One pass over the gallery for the whole batch, as scan does.
+        results = geo.search(emb, top_k)
         embeddings = {i: emb[j] for j, i in enumerate(ok)}
-    return [finish(geo, p, embeddings.get(i), top_k=top_k) for i, p in enumerate(prepared)]
+        found = {i: results[j] for j, i in enumerate(ok)}
+    return [
+        finish(geo, p, embeddings.get(i), top_k=top_k, found=found.get(i))
+        for i, p in enumerate(prepared)
+    ]

@@ -101,3 +101,16 @@ def tiny_home_copy(tiny_model_home: Path, tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setenv("GEOGUESS_HOME", str(home))
     monkeypatch.setenv("GEOGUESS_MODEL", "tiny")
     return home
+
+
+@pytest.fixture(scope="module")
+def tiny_geo(tiny_model_home: Path):
+    """A Geolocator on the shared tiny model set, for a whole test module (read only)."""
+    from geoguess.geolocator import Geolocator
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("GEOGUESS_HOME", str(tiny_model_home))
+    try:
+        yield Geolocator.load("tiny")
+    finally:
+        mp.undo()

@@ -185,15 +185,8 @@ def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLLM]:
 
 
 @pytest.fixture(scope="module")
-def geo(tiny_model_home: Path):
-    from geoguess.geolocator import Geolocator
-
-    mp = pytest.MonkeyPatch()
-    mp.setenv("GEOGUESS_HOME", str(tiny_model_home))
-    try:
-        yield Geolocator.load("tiny")
-    finally:
-        mp.undo()
+def geo(tiny_geo):
+    return tiny_geo
 
 
 @pytest.fixture(scope="module")

@@ -42,15 +42,8 @@ def test_similar_and_dissimilar_small_and_ties() -> None:
 
 
 @pytest.fixture(scope="module")
-def geo(tiny_model_home: Path):
-    from geoguess.geolocator import Geolocator
-
-    mp = pytest.MonkeyPatch()
-    mp.setenv("GEOGUESS_HOME", str(tiny_model_home))
-    try:
-        yield Geolocator.load("tiny")
-    finally:
-        mp.undo()
+def geo(tiny_geo):
+    return tiny_geo
 
 
 def test_retrieve_dissimilar_is_least_similar(geo) -> None:

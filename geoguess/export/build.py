@@ -7,7 +7,6 @@ import datetime as _dt
 import json
 import logging
 import platform
-import shutil
 import time
 import warnings
 from collections.abc import Iterator
@@ -348,5 +347,4 @@ def build_model_set(
         (stage / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         with rep.task("Installing"):
             installed = commit(stage, name, force=opts.force)
-    shutil.rmtree(stage, ignore_errors=True)
     return installed
