@@ -11,12 +11,14 @@ are never shown.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -47,12 +49,15 @@ class LatencyRow:
     variant: str  # "reference", "fp32", "int8", "fp16"
     device: str
     images: int
-    warm_ms: float  # median per image, after one warm-up image
+    warm_ms: float  # median per image over every timed call, after one warm-up image
     cold_s: float  # new process to first result, model load included
     peak_rss_mb: float
     cli_cold_s: float | None = None  # `geoguess --json PHOTO` wall time in a new process
-    speedup: float | None = None  # reference warm time / this warm time
+    # Median over photos and rounds of (reference time / this variant's time), each pair
+    # timed back to back, so that a slow spell of the machine hits both sides alike.
+    speedup: float | None = None
     cosine_to_fp32: float | None = None
+    samples: int = 0  # timed calls behind warm_ms
     notes: dict[str, Any] = field(default_factory=dict)
 
 
@@ -62,109 +67,207 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 1e6
 
 
-# --- workers (run in child processes) ----------------------------------------------------
+# --- variants (each runs in a child process and answers requests one at a time) --------
 
 
-def _worker_geoguess(args: dict[str, Any]) -> dict[str, Any]:
-    t0 = float(args["t0"])
-    from .geolocator import Geolocator
-    from .locate import locate, prepare
+class _GeoguessVariant:
+    def __init__(self, args: dict[str, Any]) -> None:
+        from .geolocator import Geolocator
+        from .locate import locate
 
-    geo = Geolocator.load(args["model"], precision=args["precision"], device=args["device"])
-    photos = args["photos"]
-    first = locate(geo, photos[0], top_k=5)
-    cold = time.time() - t0
-    times = []
-    embeddings = []
-    for _ in range(int(args["repeats"])):
-        for p in photos:
-            start = time.perf_counter()
-            res = locate(geo, p, top_k=5)
-            times.append(time.perf_counter() - start)
-            if res.error:
-                raise SystemExit(f"{p}: {res.error}")
-    for p in photos:
-        prep = prepare(geo, p)
-        embeddings.append(geo.embed_pixels(prep.pixels[None])[0].tolist())
-    return {
-        "cold_s": cold,
-        "warm_ms": 1000 * statistics.median(times),
-        "peak_rss_mb": _peak_rss_mb(),
-        "provider": geo.provider,
-        "first_ok": first.error is None,
-        "embeddings": embeddings,
-    }
+        self.geo = Geolocator.load(
+            args["model"], precision=args["precision"], device=args["device"]
+        )
+        first = locate(self.geo, args["photos"][0], top_k=5)
+        if first.error:
+            raise SystemExit(f"{first.file}: {first.error}")
+        self.ready = {"cold_s": time.time() - float(args["t0"]), "provider": self.geo.provider}
 
+    def time(self, photo: str) -> float:
+        from .locate import locate
 
-def _worker_reference(args: dict[str, Any]) -> dict[str, Any]:
-    t0 = float(args["t0"])
-    import warnings
+        start = time.perf_counter()
+        result = locate(self.geo, photo, top_k=5)
+        elapsed = time.perf_counter() - start
+        if result.error:
+            raise SystemExit(f"{photo}: {result.error}")
+        return elapsed
 
-    warnings.simplefilter("ignore")
-    import torch
-    from geoclip import GeoCLIP
+    def embed(self, photos: list[str]) -> list[list[float]]:
+        from .locate import prepare
 
-    torch.manual_seed(0)
-    # Full ViT-L/14 geometry with random weights (the real one cannot be downloaded
-    # here): the same FLOPs as upstream, with GeoCLIP's released head, location
-    # encoder, logit scale and gallery loaded exactly as upstream does.
-    model = GeoCLIP(from_pretrained=False, clip_pretrained=False)
-    model.weights_folder = os.path.join(
-        os.path.dirname(sys.modules[GeoCLIP.__module__].__file__), "weights"
-    )
-    model._load_weights()
-    model.eval()
-    photos = args["photos"]
-    with torch.no_grad():
-        model.predict(photos[0], top_k=5)
-        cold = time.time() - t0
-        times = []
-        for _ in range(int(args["repeats"])):
-            for p in photos:
-                start = time.perf_counter()
-                model.predict(p, top_k=5)
-                times.append(time.perf_counter() - start)
-    return {
-        "cold_s": cold,
-        "warm_ms": 1000 * statistics.median(times),
-        "peak_rss_mb": _peak_rss_mb(),
-        "torch_threads": torch.get_num_threads(),
-    }
+        return [
+            self.geo.embed_pixels(prepare(self.geo, p).pixels[None])[0].tolist() for p in photos
+        ]
+
+    def finish(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"peak_rss_mb": _peak_rss_mb(), "embeddings": self.embed(args["photos"])}
 
 
-def _worker_scan(args: dict[str, Any]) -> dict[str, Any]:
-    from .geolocator import Geolocator
-    from .locate import prepare
-    from .scan import locate_files
+class _ReferenceVariant:
+    def __init__(self, args: dict[str, Any]) -> None:
+        import warnings
 
-    geo = Geolocator.load(args["model"], precision=args["precision"], device=args["device"])
-    files = list(args["files"])
-    batch = int(args["batch_size"])
-    # Encoder-bound ceiling: the same photos decoded beforehand, only encoder batches timed.
-    import numpy as np
+        warnings.simplefilter("ignore")
+        import torch
+        from geoclip import GeoCLIP
 
-    pixels = np.stack([prepare(geo, f).pixels for f in files])
-    geo.embed_pixels(pixels[:batch])  # warm-up
-    start = time.perf_counter()
-    for i in range(0, len(pixels), batch):
-        geo.embed_pixels(pixels[i : i + batch])
-    encoder_s = time.perf_counter() - start
-    del pixels
-    rss_before_scan = _peak_rss_mb()
-    start = time.perf_counter()
-    n = sum(1 for r in locate_files(geo, files, top_k=5, batch_size=batch) if r.error is None)
-    scan_s = time.perf_counter() - start
-    return {
-        "files": len(files),
-        "located": n,
-        "batch_size": batch,
-        "encoder_images_per_s": len(files) / encoder_s,
-        "scan_files_per_s": len(files) / scan_s,
-        "outside_encoder_share": max(0.0, 1 - encoder_s / scan_s),
-        "peak_rss_mb": _peak_rss_mb(),
-        "peak_rss_before_scan_mb": rss_before_scan,
-        "provider": geo.provider,
-    }
+        torch.manual_seed(0)
+        clip = args.get("clip_path")
+        if clip:
+            self.model = GeoCLIP(from_pretrained=True, clip_path=clip)
+        else:
+            # Full ViT-L/14 geometry with random weights (the real one cannot always be
+            # downloaded): the same FLOPs as upstream, with GeoCLIP's released head,
+            # location encoder, logit scale and gallery loaded exactly as upstream does.
+            self.model = GeoCLIP(from_pretrained=False, clip_pretrained=False)
+            self.model.weights_folder = os.path.join(
+                os.path.dirname(sys.modules[GeoCLIP.__module__].__file__), "weights"
+            )
+            self.model._load_weights()
+        self.model.eval()
+        self.no_grad = torch.no_grad()
+        self.no_grad.__enter__()
+        self.model.predict(args["photos"][0], top_k=5)
+        self.ready = {
+            "cold_s": time.time() - float(args["t0"]),
+            "provider": "torch-cpu",
+            "torch_threads": torch.get_num_threads(),
+        }
+
+    def time(self, photo: str) -> float:
+        start = time.perf_counter()
+        self.model.predict(photo, top_k=5)
+        return time.perf_counter() - start
+
+    def finish(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"peak_rss_mb": _peak_rss_mb()}
+
+
+class _ScanVariant:
+    """Alternates encoder-only passes over pre-decoded pixels with full scans."""
+
+    def __init__(self, args: dict[str, Any]) -> None:
+        import numpy as np
+
+        from .geolocator import Geolocator
+        from .locate import prepare
+
+        self.geo = Geolocator.load(
+            args["model"], precision=args["precision"], device=args["device"]
+        )
+        self.files = list(args["files"])
+        self.batch = int(args["batch_size"])
+        self.pixels = np.stack([prepare(self.geo, f).pixels for f in self.files])
+        emb = self.geo.embed_pixels(self.pixels[: self.batch])  # warm-up
+        self.geo.search(emb, 5)
+        self.ready = {"provider": self.geo.provider}
+
+    def encoder(self) -> float:
+        start = time.perf_counter()
+        for i in range(0, len(self.pixels), self.batch):
+            self.geo.embed_pixels(self.pixels[i : i + self.batch])
+        return time.perf_counter() - start
+
+    def scan(self) -> float:
+        from .scan import locate_files
+
+        start = time.perf_counter()
+        results = locate_files(self.geo, self.files, top_k=5, batch_size=self.batch)
+        failed = [r for r in results if r.error is not None]
+        if failed:
+            raise SystemExit(f"{failed[0].file}: {failed[0].error}")
+        return time.perf_counter() - start
+
+    def finish(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"peak_rss_mb": _peak_rss_mb()}
+
+
+VARIANTS = {"geoguess": _GeoguessVariant, "reference": _ReferenceVariant, "scan": _ScanVariant}
+
+
+def _serve(kind: str) -> None:
+    """Child side: set up from the first request line, then answer one line per line."""
+    # Replies travel on the original stdout; anything a library prints goes to stderr.
+    replies = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    args = json.loads(sys.stdin.readline())
+    variant = VARIANTS[kind](args)
+    replies.write(json.dumps(variant.ready) + "\n")
+    for line in sys.stdin:
+        msg = json.loads(line)
+        op = msg.pop("op")
+        if op == "finish":
+            replies.write(json.dumps(variant.finish(args)) + "\n")
+            return
+        method = getattr(variant, op)
+        replies.write(json.dumps({"s": method(**msg)}) + "\n")
+
+
+class _Child:
+    """The parent's handle on one variant's process."""
+
+    #: Pause before timing a different process, so that the previous one's worker
+    #: threads (ONNX Runtime and OpenMP spin for a while after a call) have gone idle.
+    SETTLE_S = 0.2
+
+    def __init__(self, kind: str, args: dict[str, Any], timeout: float) -> None:
+        self.kind = kind
+        self.timeout = timeout
+        # Kept open for the child's lifetime and closed in close(): no `with` fits.
+        self._stderr = tempfile.TemporaryFile("w+")  # noqa: SIM115
+        payload = dict(args, t0=time.time())
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "geoguess.bench", kind],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            text=True,
+        )
+        self.ready = self._ask(payload)
+
+    def _ask(self, msg: dict[str, Any]) -> dict[str, Any]:
+        import threading
+
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        watchdog = threading.Timer(self.timeout, self.proc.kill)
+        watchdog.start()
+        try:
+            self.proc.stdin.write(json.dumps(msg) + "\n")
+            self.proc.stdin.flush()
+            line = self.proc.stdout.readline()
+        except (BrokenPipeError, OSError):
+            line = ""
+        finally:
+            watchdog.cancel()
+        if not line:
+            self.proc.kill()
+            self.proc.wait()
+            self._stderr.seek(0)
+            tail = self._stderr.read().strip().splitlines()[-3:]
+            raise SetupError(f"benchmark {self.kind} worker failed: {' | '.join(tail)}")
+        return json.loads(line)
+
+    def time(self, op: str = "time", **kwargs: Any) -> float:
+        time.sleep(self.SETTLE_S)
+        return float(self._ask({"op": op, **kwargs})["s"])
+
+    def finish(self) -> dict[str, Any]:
+        out = self._ask({"op": "finish"})
+        self.close()
+        return out
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()  # type: ignore[union-attr]
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._stderr.close()
 
 
 @dataclass
@@ -173,10 +276,13 @@ class ScanRow:
     device: str
     files: int
     batch_size: int
-    encoder_images_per_s: float
-    scan_files_per_s: float
-    ratio: float  # scan throughput / encoder-bound throughput
-    outside_encoder_share: float
+    rounds: int
+    encoder_images_per_s: float  # mean over the encoder-only passes
+    scan_files_per_s: float  # mean over the scan passes
+    # Median over rounds of (scan throughput / encoder throughput), each round an
+    # encoder-only pass and a scan pass back to back.
+    ratio: float
+    outside_encoder_share: float  # 1 - ratio: the scan's time not explained by the encoder
     peak_rss_mb: float
 
 
@@ -188,6 +294,7 @@ def bench_scan(
     device: str = "cpu",
     n_files: int = 48,
     batch_size: int = 16,
+    rounds: int = 3,
     reporter: Reporter | None = None,
     timeout: float = 1800,
 ) -> ScanRow:
@@ -195,46 +302,37 @@ def bench_scan(
     rep = reporter or Reporter()
     paths = [str(p) for p in photos]
     files = [paths[i % len(paths)] for i in range(max(n_files, len(paths)))]
-    with rep.task(f"scan throughput, {len(files)} files, {precision} on {device}"):
-        out = _run_worker(
-            "scan",
-            {
-                "model": model,
-                "precision": precision,
-                "device": device,
-                "files": files,
-                "batch_size": batch_size,
-            },
-            timeout,
-        )
+    args = {
+        "model": model,
+        "precision": precision,
+        "device": device,
+        "files": files,
+        "batch_size": batch_size,
+    }
+    encoder_s: list[float] = []
+    scan_s: list[float] = []
+    with rep.task(f"scan throughput, {len(files)} files x {rounds}, {precision} on {device}"):
+        child = _Child("scan", args, timeout)
+        try:
+            for _ in range(rounds):
+                encoder_s.append(child.time("encoder"))
+                scan_s.append(child.time("scan"))
+            final = child.finish()
+        finally:
+            child.close()
+    ratio = statistics.median(e / s for e, s in zip(encoder_s, scan_s))
     return ScanRow(
         precision,
-        out["provider"],
-        out["files"],
-        out["batch_size"],
-        out["encoder_images_per_s"],
-        out["scan_files_per_s"],
-        out["scan_files_per_s"] / out["encoder_images_per_s"],
-        out["outside_encoder_share"],
-        out["peak_rss_mb"],
+        child.ready["provider"],
+        len(files),
+        batch_size,
+        rounds,
+        len(files) / statistics.mean(encoder_s),
+        len(files) / statistics.mean(scan_s),
+        ratio,
+        max(0.0, 1 - ratio),
+        final["peak_rss_mb"],
     )
-
-
-WORKERS = {"geoguess": _worker_geoguess, "reference": _worker_reference, "scan": _worker_scan}
-
-
-def _run_worker(kind: str, args: dict[str, Any], timeout: float) -> dict[str, Any]:
-    payload = dict(args, t0=time.time())
-    proc = subprocess.run(
-        [sys.executable, "-m", "geoguess.bench", kind, json.dumps(payload)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        raise SetupError(f"benchmark {kind} worker failed: {' | '.join(tail)}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def _cosine(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]]) -> float:
@@ -245,6 +343,16 @@ def _cosine(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]]) -> float
     return float(cos.mean())
 
 
+def _cli_cold_s(
+    model: str | None, precision: str, device: str, photo: str, timeout: float
+) -> float:
+    cmd = [sys.executable, "-m", "geoguess", "--json", "-p", precision, "--device", device, photo]
+    cmd += ["-m", model] if model else []
+    start = time.perf_counter()
+    subprocess.run(cmd, capture_output=True, check=True, timeout=timeout)
+    return time.perf_counter() - start
+
+
 def bench_latency(
     model: str | None,
     photos: Sequence[Path],
@@ -253,72 +361,91 @@ def bench_latency(
     device: str = "cpu",
     reference: bool = True,
     repeats: int = 2,
+    rounds: int = 1,
+    reference_clip: Path | None = None,
     reporter: Reporter | None = None,
     timeout: float = 1800,
 ) -> list[LatencyRow]:
-    """Warm and cold per-image latency and peak memory of each variant, in one run."""
+    """Warm and cold per-image latency and peak memory of each variant, in one run.
+
+    Every variant gets its own process. Each starts alone (its cold start is its own),
+    then they take turns: per photo, the reference once, then each geoguess precision
+    ``repeats`` times, for ``rounds`` passes over the photos. Timing them side by side
+    rather than one after the other keeps a slow spell of a shared machine from
+    landing on one variant only. ``reference_clip`` is a CLIP folder for the reference
+    (default: the ViT-L/14 geometry with random weights).
+    """
     rep = reporter or Reporter()
     paths = [str(p) for p in photos]
-    rows: list[LatencyRow] = []
-    fp32_emb = None
-    for precision in precisions:
-        with rep.task(f"geoguess {precision} on {device}"):
-            out = _run_worker(
-                "geoguess",
-                {
-                    "model": model,
-                    "precision": precision,
-                    "device": device,
-                    "photos": paths,
-                    "repeats": repeats,
-                },
-                timeout,
+    children: dict[str, _Child] = {}
+    rows: dict[str, LatencyRow] = {}
+    times: dict[str, dict[int, list[float]]] = {}
+    try:
+        for precision in precisions:
+            with rep.task(f"starting geoguess {precision} on {device}"):
+                args = {"model": model, "precision": precision, "device": device, "photos": paths}
+                child = children[precision] = _Child("geoguess", args, timeout)
+                cli = _cli_cold_s(model, precision, device, paths[0], timeout)
+            rows[precision] = LatencyRow(
+                precision,
+                child.ready["provider"],
+                len(paths),
+                0.0,
+                child.ready["cold_s"],
+                0.0,
+                cli_cold_s=cli,
             )
-        row = LatencyRow(
-            precision,
-            out["provider"],
-            len(paths),
-            out["warm_ms"],
-            out["cold_s"],
-            out["peak_rss_mb"],
-        )
-        cmd = [
-            sys.executable,
-            "-m",
-            "geoguess",
-            "--json",
-            "-p",
-            precision,
-            "--device",
-            device,
-            paths[0],
-        ] + (["-m", model] if model else [])
-        start = time.perf_counter()
-        subprocess.run(cmd, capture_output=True, check=True, timeout=timeout)
-        row.cli_cold_s = time.perf_counter() - start
-        if precision == "fp32":
-            fp32_emb = out["embeddings"]
-        elif fp32_emb is not None:
-            row.cosine_to_fp32 = _cosine(fp32_emb, out["embeddings"])
-        rows.append(row)
+        if reference:
+            with rep.task("starting the reference geoclip predict()"):
+                child = children["reference"] = _Child(
+                    "reference",
+                    {"photos": paths, "clip_path": str(reference_clip) if reference_clip else None},
+                    timeout,
+                )
+            rows["reference"] = LatencyRow(
+                "reference",
+                "torch-cpu",
+                len(paths),
+                0.0,
+                child.ready["cold_s"],
+                0.0,
+                notes={"torch_threads": child.ready["torch_threads"]},
+            )
+        order = (["reference"] if reference else []) + list(precisions)
+        times = {v: {} for v in order}
+        calls = len(paths) * rounds * ((1 if reference else 0) + repeats * len(precisions))
+        with rep.task("timing, variants taking turns", total=calls) as advance:
+            for r in range(rounds):
+                for i, photo in enumerate(paths):
+                    key = r * len(paths) + i
+                    for variant in order:
+                        n = 1 if variant == "reference" else repeats
+                        times[variant][key] = [
+                            children[variant].time(photo=photo) for _ in range(n)
+                        ]
+                        advance(n)
+        fp32_emb = None
+        for variant in order:
+            final = children.pop(variant).finish()
+            row = rows[variant]
+            samples = [t for ts in times[variant].values() for t in ts]
+            row.warm_ms = 1000 * statistics.median(samples)
+            row.samples = len(samples)
+            row.peak_rss_mb = final["peak_rss_mb"]
+            if variant == "fp32":
+                fp32_emb = final["embeddings"]
+            if "embeddings" in final and variant != "fp32" and fp32_emb is not None:
+                row.cosine_to_fp32 = _cosine(fp32_emb, final["embeddings"])
+    finally:
+        for child in children.values():
+            child.close()
     if reference:
-        with rep.task("reference geoclip predict() (re-encodes the 100K gallery each call)"):
-            # One repeat: each call costs tens of seconds on a laptop CPU.
-            out = _run_worker("reference", {"photos": paths, "repeats": 1}, timeout)
-        ref = LatencyRow(
-            "reference",
-            "torch-cpu",
-            len(paths),
-            out["warm_ms"],
-            out["cold_s"],
-            out["peak_rss_mb"],
-            notes={"torch_threads": out["torch_threads"]},
-        )
-        for row in rows:
-            row.speedup = ref.warm_ms / row.warm_ms
-        ref.speedup = 1.0
-        rows.insert(0, ref)
-    return rows
+        ref = times["reference"]
+        for variant in precisions:
+            ratios = [ref[k][0] / statistics.median(ts) for k, ts in times[variant].items()]
+            rows[variant].speedup = statistics.median(ratios)
+        rows["reference"].speedup = 1.0
+    return [rows[v] for v in order]
 
 
 def help_seconds(repeats: int = 3) -> float:
@@ -338,6 +465,4 @@ def rows_to_dicts(rows: Sequence[Any]) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    kind, raw = sys.argv[1], sys.argv[2]
-    result = WORKERS[kind](json.loads(raw))
-    sys.stdout.write(json.dumps(result) + "\n")
+    _serve(sys.argv[1])

@@ -192,6 +192,7 @@ def spread_radii(
     *,
     center: tuple[float, float] | None = None,
     levels: Iterable[float] = (0.5, 0.9),
+    vectors: np.ndarray | None = None,
 ) -> dict[float, float]:
     """Radii (km) around a centre that hold given shares of the candidates' probability.
 
@@ -209,6 +210,11 @@ def spread_radii(
     farthest candidate with non-zero probability. Shares are compared with a
     tolerance of 1e-9 so that rounding in the sums does not change the answer.
 
+    ``vectors``, the candidates' unit vectors as :func:`to_unit_vectors` gives them in
+    shape (3, N), may be passed by a caller that keeps them (a gallery computes them
+    once): ordering by chord length then needs no trigonometry per candidate. The
+    answer is the same either way; it runs in linear time, without a full sort.
+
     Returns ``{q: R(q)}`` with the levels as given. Raises ValueError for empty or
     mismatched inputs, negative or all-zero probabilities, or a level outside (0, 1].
     """
@@ -224,13 +230,62 @@ def spread_radii(
         c_lat, c_lon = float(center[0]), float(center[1])
         if not (np.isfinite(c_lat) and np.isfinite(c_lon)) or abs(c_lat) > 90.0:
             raise ValueError("center must be a finite (lat, lon) with |lat| <= 90")
-    dist = np.asarray(haversine_km(c_lat, c_lon, lats, lons), dtype=np.float64)
-    order = np.argsort(dist, kind="stable")
-    cumulative = np.cumsum(weights[order])
-    cumulative /= cumulative[-1]  # x / x == 1.0 exactly, so level 1.0 is always reached
-    sorted_dist = dist[order]
-    radii: dict[float, float] = {}
-    for q in levels:
-        k = int(np.searchsorted(cumulative, q - _LEVEL_TOLERANCE, side="left"))
-        radii[q] = float(sorted_dist[min(k, sorted_dist.size - 1)])
-    return radii
+    if vectors is not None:
+        vectors = np.asarray(vectors, dtype=np.float64)
+        if vectors.shape != (3, lats.size):
+            raise ValueError(f"vectors must have shape (3, {lats.size}), got {vectors.shape}")
+        cx, cy, cz = to_unit_vectors(c_lat, c_lon)
+        # Squared chord length: monotonic in great-circle distance and free of the
+        # cancellation that 1 - cos has for nearby points.
+        key = (vectors[0] - cx) ** 2 + (vectors[1] - cy) ** 2 + (vectors[2] - cz) ** 2
+        key_max = 4.0
+    else:
+        key = np.asarray(haversine_km(c_lat, c_lon, lats, lons), dtype=np.float64)
+        key_max = np.pi * EARTH_RADIUS_KM
+    chosen = _first_reaching(key, weights, [q - _LEVEL_TOLERANCE for q in levels], key_max)
+    dist = np.atleast_1d(haversine_km(c_lat, c_lon, lats[chosen], lons[chosen]))
+    return {q: float(d) for q, d in zip(levels, dist.tolist())}
+
+
+# Candidates are bucketed by distance so that only the bucket where a level is reached
+# needs sorting; a full argsort of a 100K gallery cost more than the rest of the
+# spread together. Below this size sorting everything is as cheap.
+_SPREAD_BUCKETS = 1024
+
+
+def _first_reaching(
+    key: np.ndarray, weights: np.ndarray, targets: list[float], key_max: float
+) -> np.ndarray:
+    """For each target share t, the index of the candidate, in increasing ``key``
+    order (stable), at which the cumulative weight first reaches t (the last one if
+    rounding keeps the total just under t). ``weights`` sum to 1."""
+    n = key.size
+    if n <= _SPREAD_BUCKETS:
+        order = np.argsort(key, kind="stable")
+        cumulative = np.cumsum(weights[order])
+        cumulative /= cumulative[-1]
+        ks = np.searchsorted(cumulative, targets, side="left")
+        return order[np.minimum(ks, n - 1)]
+    scale = _SPREAD_BUCKETS / key_max
+    bucket = np.minimum((key * scale).astype(np.intp), _SPREAD_BUCKETS - 1)
+    mass = np.bincount(bucket, weights=weights, minlength=_SPREAD_BUCKETS)
+    cumulative = np.cumsum(mass)
+    total = cumulative[-1]
+    out = np.empty(len(targets), dtype=np.intp)
+    for j, t in enumerate(targets):
+        threshold = t * total
+        if threshold <= 0.0:
+            out[j] = int(np.argmin(key))  # reached before any weight: the nearest one
+            continue
+        b = int(np.searchsorted(cumulative, threshold, side="left"))
+        if b >= _SPREAD_BUCKETS:  # rounding kept the total under t: last weighted bucket
+            b = int(np.flatnonzero(mass)[-1])
+        members = np.flatnonzero(bucket == b)
+        members = members[np.argsort(key[members], kind="stable")]
+        before = cumulative[b - 1] if b > 0 else 0.0
+        running = before + np.cumsum(weights[members])
+        k = int(np.searchsorted(running, threshold, side="left"))
+        if k >= members.size:
+            k = int(np.flatnonzero(weights[members])[-1])
+        out[j] = members[k]
+    return out

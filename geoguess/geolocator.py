@@ -67,8 +67,12 @@ class Geolocator:
         threads: int | None = None,
         search: str = "auto",
         beam: int | None = None,
+        exact_decode: bool = False,
     ) -> None:
+        """``exact_decode``: decode JPEGs at full resolution, as GeoCLIP's own
+        preprocessing does, instead of at a reduced DCT scale (see geoguess.locate)."""
         self.model = model
+        self.exact_decode = exact_decode
         self.device = device
         self.threads = threads
         manifest = model.manifest
@@ -129,6 +133,14 @@ class Geolocator:
         coords = np.load(self.model.file(entry["coords"]), allow_pickle=False)
         emb = np.load(self.model.file(entry["embeddings"]), mmap_mode="r", allow_pickle=False)
         return Gallery(self.gallery_name, coords, emb)
+
+    @cached_property
+    def gallery_vectors(self) -> np.ndarray:
+        """The gallery points as (3, N) unit vectors, for the spread of each answer."""
+        from .geo import to_unit_vectors
+
+        coords = self.gallery.coords
+        return np.ascontiguousarray(to_unit_vectors(coords[:, 0], coords[:, 1]).T)
 
     @cached_property
     def flat(self) -> FlatSearch:

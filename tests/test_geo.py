@@ -273,3 +273,54 @@ def test_spread_monotonic_in_level_and_matches_definition():
     for q, r in zip(levels, values, strict=True):
         assert probs[d <= r].sum() >= q - 1e-9
         assert probs[d < r].sum() < q  # nothing smaller would do
+
+
+def _spread_by_full_sort(lats, lons, probs, center, levels):
+    """The definition, written the obvious way: sort every candidate by distance."""
+    w = np.asarray(probs, dtype=np.float64)
+    w = w / w.sum()
+    dist = np.asarray(haversine_km(center[0], center[1], lats, lons), dtype=np.float64)
+    order = np.argsort(dist, kind="stable")
+    cumulative = np.cumsum(w[order])
+    cumulative /= cumulative[-1]
+    return {
+        q: float(dist[order][min(np.searchsorted(cumulative, q - 1e-9), len(w) - 1)])
+        for q in levels
+    }
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_spread_matches_full_sort_on_large_clustered_sets(seed):
+    # Large enough for the bucketed path; clustered, duplicated and zero-weight points,
+    # and softmax-like weights from sharp to flat, as a gallery search gives them.
+    rng = np.random.default_rng(seed)
+    n = 20_000
+    centres = rng.uniform([-60, -180], [70, 180], size=(12, 2))
+    pick = centres[rng.integers(0, 12, n)]
+    lats = np.clip(pick[:, 0] + rng.normal(0, 0.5 + seed, n), -90, 90)
+    lons = pick[:, 1] + rng.normal(0, 0.5 + seed, n)
+    lats[:500], lons[:500] = lats[500], lons[500]  # exact duplicates
+    logits = rng.normal(0, 1, n) * (3.0 * seed + 1)
+    probs = np.exp(logits - logits.max())
+    probs[rng.integers(0, n, 2000)] = 0.0
+    levels = (1e-12, 0.1, 0.5, 0.9, 0.99, 1.0)
+    top = int(np.argmax(probs))
+    for center in [None, (float(lats[top]), float(lons[top])), (10.0, 179.5)]:
+        want = _spread_by_full_sort(lats, lons, probs, center or (lats[top], lons[top]), levels)
+        got = spread_radii(lats, lons, probs, center=center, levels=levels)
+        fast = spread_radii(
+            lats,
+            lons,
+            probs,
+            center=center,
+            levels=levels,
+            vectors=to_unit_vectors(lats, lons).T,
+        )
+        for q in levels:
+            assert got[q] == pytest.approx(want[q], abs=1e-6), (center, q)
+            assert fast[q] == pytest.approx(want[q], abs=1e-6), (center, q)
+
+
+def test_spread_rejects_vectors_of_the_wrong_shape():
+    with pytest.raises(ValueError, match="shape"):
+        spread_radii([0.0, 1.0], [0.0, 1.0], [0.5, 0.5], vectors=np.zeros((2, 3)))

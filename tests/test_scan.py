@@ -379,3 +379,28 @@ def test_signal_leaves_a_valid_file(
     assert 3 <= len(rows) < 1500
     assert all(len(r) == len(CSV_COLUMNS) and None not in r.values() for r in rows)
     assert [r["path"] for r in rows] == [str(root / f"{i:04d}.jpg") for i in range(len(rows))]
+
+
+# --- decoding policy --------------------------------------------------------------------
+
+
+def test_large_jpegs_decode_at_reduced_scale_unless_exact(tiny_home: Path, photos_dir: Path):
+    from geoguess.geolocator import Geolocator
+    from geoguess.locate import locate, prepare
+
+    fast = Geolocator.load("tiny", precision="fp32", device="cpu")
+    exact = Geolocator.load("tiny", precision="fp32", device="cpu", exact_decode=True)
+    # Short side under 2 x 2 x 224 px: no DCT reduction fits, both decode in full.
+    small = photos_dir / "gps_DSCN0010.jpg"
+    np.testing.assert_array_equal(prepare(fast, small).pixels, prepare(exact, small).pixels)
+    # 3264 x 2448: decoded at 1/4 scale (short side 612 >= 448), close to the full decode.
+    large = photos_dir / "mei_Apple_iPhone_5.jpg"
+    a, b = prepare(fast, large).pixels, prepare(exact, large).pixels
+    diff = np.abs(a - b)
+    assert 0 < diff.mean() < 0.01  # normalised units: ~0.3 grey levels
+    assert diff.max() < 0.2
+    # And the answer is the same photo's answer.
+    got, want = locate(fast, large, top_k=5), locate(exact, large, top_k=5)
+    assert [c.prediction.index for c in got.candidates] == [
+        c.prediction.index for c in want.candidates
+    ]

@@ -8,13 +8,17 @@ from typing import Annotated, Any
 
 import typer
 
-from .common import DeviceOpt, JsonOpt, ModelOpt, RichReporter, _errors, app
+from .common import DeviceOpt, ModelOpt, RichReporter, _errors, app
 
 bench_app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
     invoke_without_command=True,
 )
 app.add_typer(bench_app, name="bench")
+
+RowsJsonOpt = Annotated[
+    bool, typer.Option("--json", help="One JSON object per result row (JSON Lines).")
+]
 
 
 def _photo_files(photos: list[Path]) -> list[Path]:
@@ -54,19 +58,36 @@ def bench_inference(
     reference: Annotated[
         bool, typer.Option("--reference/--no-reference", help="Also time geoclip's predict().")
     ] = True,
-    repeats: Annotated[int, typer.Option(min=1, help="Timed passes over the photos.")] = 2,
+    repeats: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Timed calls of each precision per photo, right after the reference's."
+        ),
+    ] = 2,
+    rounds: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Passes over the photos (the reference runs once per photo each)."
+        ),
+    ] = 1,
     scan_files: Annotated[
         int, typer.Option(min=0, help="Files for the scan-throughput run (0 skips it).")
     ] = 48,
     batch_size: Annotated[int, typer.Option(min=1, help="Scan batch size.")] = 16,
-    json_out: JsonOpt = False,
+    json_out: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="One JSON object per result row (kind: latency, scan, startup)."
+        ),
+    ] = False,
 ) -> None:
     """Per-image latency (warm and cold), peak memory and scan throughput.
 
     Times the reference geoclip predict() (it re-encodes the 100K gallery on every call)
     and geoguess at each precision on the same photos in one run, each in its own
-    process, and prints the ratios. Build a benchmark model with the real ViT-L/14
-    geometry first if the real weights cannot be downloaded:
+    process, taking turns photo by photo, and prints the ratios. Build a benchmark
+    model with the real ViT-L/14 geometry first if the real weights cannot be
+    downloaded:
 
       geoguess models build --backbone random:vit-l14 --name bench-vitl14
 
@@ -94,6 +115,7 @@ def bench_inference(
             device=device,
             reference=reference,
             repeats=repeats,
+            rounds=rounds,
             reporter=rep,
         )
         scan_rows = []
@@ -153,7 +175,8 @@ def bench_inference(
             console.print(
                 f"Scan ({s.precision}, batch {s.batch_size}, {s.files} files): "
                 f"{s.scan_files_per_s:.2f} files/s against {s.encoder_images_per_s:.2f} "
-                f"images/s for the bare encoder on pre-decoded tensors = {s.ratio:.0%}; "
+                f"images/s for the bare encoder on pre-decoded tensors; ratio {s.ratio:.0%} "
+                f"(median of {s.rounds} back-to-back rounds); "
                 f"time outside the encoder {s.outside_encoder_share:.0%}; "
                 f"peak RSS {s.peak_rss_mb:,.0f} MB"
             )
@@ -266,7 +289,7 @@ def bench_search(
         typer.Option("--workdir", help="Keep scaled galleries and indexes here and reuse them."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed for held-out points, noise, jitter.")] = 0,
-    json_out: JsonOpt = False,
+    json_out: RowsJsonOpt = False,
 ) -> None:
     """Tree search against exact flat search: agreement, dot products, speed, memory.
 

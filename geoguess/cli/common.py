@@ -123,6 +123,14 @@ WorkersOpt = Annotated[
         show_default=False,
     ),
 ]
+ExactDecodeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--exact-decode",
+        help="Decode JPEGs at full resolution, exactly as GeoCLIP preprocesses "
+        "(slower on large photos; default: a reduced DCT scale, still 2x the model input).",
+    ),
+]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 VerboseOpt = Annotated[
     bool, typer.Option("--verbose", "-v", help="Say which provider and model run.")
@@ -217,11 +225,18 @@ def open_geolocator(
     verbose: bool,
     search: str = "auto",
     beam: int | None = None,
+    exact_decode: bool = False,
 ) -> Any:
     from ..geolocator import Geolocator
 
     geo = Geolocator.load(
-        model, precision=precision, device=device, gallery=gallery, search=search, beam=beam
+        model,
+        precision=precision,
+        device=device,
+        gallery=gallery,
+        search=search,
+        beam=beam,
+        exact_decode=exact_decode,
     )
     if geo.random_weights:
         _note(

@@ -12,11 +12,14 @@ from .common import (
     EXIT_OK,
     EXIT_SOME_FAILED,
     BatchSizeOpt,
+    BeamOpt,
     DeviceOpt,
+    ExactDecodeOpt,
     GalleryOpt,
     ModelOpt,
     PrecisionOpt,
     QuietOpt,
+    SearchOpt,
     VerboseOpt,
     WorkersOpt,
     _err,
@@ -152,6 +155,9 @@ def eval_cmd(
     precision: PrecisionOpt = None,
     device: DeviceOpt = "auto",
     gallery: GalleryOpt = None,
+    search: SearchOpt = "auto",
+    beam: BeamOpt = None,
+    exact_decode: ExactDecodeOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """Measure accuracy on a benchmark (IM2GPS3K, YFCC4K, or your own CSV).
@@ -198,7 +204,9 @@ def eval_cmd(
         if len(missing) > _LIST_AT_MOST:
             _err(f"... and {len(missing) - _LIST_AT_MOST} more images not found in {images}")
 
-        geo = open_geolocator(model, precision, device, gallery, verbose)
+        geo = open_geolocator(
+            model, precision, device, gallery, verbose, search, beam, exact_decode
+        )
         show_progress = not quiet and stderr_console().is_terminal
         reporter = RichReporter(unit="images") if show_progress else Reporter()
         writer = PredictionsWriter(predictions) if predictions is not None else None

@@ -12,6 +12,7 @@ from .common import (
     EXIT_SOME_FAILED,
     BeamOpt,
     DeviceOpt,
+    ExactDecodeOpt,
     GalleryOpt,
     JsonOpt,
     ModelOpt,
@@ -52,6 +53,7 @@ def locate_cmd(
     gallery: GalleryOpt = None,
     search: SearchOpt = "auto",
     beam: BeamOpt = None,
+    exact_decode: ExactDecodeOpt = False,
     verbose: VerboseOpt = False,
     llm: LLMOpt = None,
     llm_base_url: LLMBaseUrlOpt = None,
@@ -82,7 +84,9 @@ def locate_cmd(
     from ..output import json_line, show_refinement, show_result, stdout_console
 
     with _errors(), contextlib.ExitStack() as stack:
-        geo = open_geolocator(model, precision, device, gallery, verbose, search, beam)
+        geo = open_geolocator(
+            model, precision, device, gallery, verbose, search, beam, exact_decode
+        )
         refiner = None
         if llm:
             refiner = open_refiner(

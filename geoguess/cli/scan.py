@@ -16,12 +16,15 @@ from .common import (
     EXIT_OK,
     EXIT_SOME_FAILED,
     BatchSizeOpt,
+    BeamOpt,
     DeviceOpt,
+    ExactDecodeOpt,
     GalleryOpt,
     ModelOpt,
     PrecisionOpt,
     QuietOpt,
     RichReporter,
+    SearchOpt,
     TopKOpt,
     VerboseOpt,
     WorkersOpt,
@@ -134,6 +137,9 @@ def scan_cmd(
     precision: PrecisionOpt = None,
     device: DeviceOpt = "auto",
     gallery: GalleryOpt = None,
+    search: SearchOpt = "auto",
+    beam: BeamOpt = None,
+    exact_decode: ExactDecodeOpt = False,
     verbose: VerboseOpt = False,
     llm: LLMOpt = None,
     llm_base_url: LLMBaseUrlOpt = None,
@@ -172,7 +178,9 @@ def scan_cmd(
         to_stdout = output is None or output == "-"
         out_format = output_format(None if to_stdout else output, fmt)
         check_folder(folder)  # before the model loads, so a typo costs nothing
-        geo = open_geolocator(model, precision, device, gallery, verbose)
+        geo = open_geolocator(
+            model, precision, device, gallery, verbose, search, beam, exact_decode
+        )
         refiner = None
         if llm:
             refiner = open_refiner(

@@ -1,0 +1,80 @@
+"""`geoguess bench`: the variants run in child processes that take turns.
+
+These run the real machinery on the tiny model set; the figures themselves are only
+checked for sanity (the benchmark's job is to print them, not the tests').
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from geoguess.bench import bench_latency, bench_scan
+from geoguess.cli import app
+from geoguess.errors import SetupError
+from geoguess.reporting import LoggingReporter
+
+PHOTOS = ["gps_DSCN0010.jpg", "mei_FujiFilm_FinePixS2Pro.jpg"]
+
+
+def test_latency_against_the_reference(
+    tiny_home: Path, tiny_backbone_dir: Path, photos_dir: Path
+) -> None:
+    # The reference is geoclip's own predict() on the same tiny CLIP; it re-encodes the
+    # 100K gallery on every call, so one photo and one round keep this test short.
+    photo = photos_dir / PHOTOS[0]
+    rows = bench_latency(
+        "tiny",
+        [photo],
+        precisions=("fp32", "int8"),
+        repeats=2,
+        reference_clip=tiny_backbone_dir,
+        reporter=LoggingReporter(),
+    )
+    by = {r.variant: r for r in rows}
+    assert list(by) == ["reference", "fp32", "int8"]
+    ref = by["reference"]
+    assert ref.speedup == 1.0 and ref.samples == 1 and ref.device == "torch-cpu"
+    for variant in ("fp32", "int8"):
+        row = by[variant]
+        assert row.device == "CPUExecutionProvider"
+        assert row.samples == 2
+        assert 0 < row.warm_ms < ref.warm_ms  # the reference re-encodes 100K points
+        assert row.speedup is not None and row.speedup > 1
+        assert row.cold_s > 0 and row.cli_cold_s is not None and row.cli_cold_s > 0
+        assert row.peak_rss_mb > 50
+    assert by["fp32"].cosine_to_fp32 is None
+    assert 0.99 < by["int8"].cosine_to_fp32 <= 1.0 + 1e-6
+
+
+def test_scan_rounds(tiny_home: Path, photos_dir: Path) -> None:
+    row = bench_scan("tiny", [photos_dir / p for p in PHOTOS], n_files=4, batch_size=2, rounds=2)
+    assert row.files == 4 and row.rounds == 2 and row.batch_size == 2
+    assert row.encoder_images_per_s > 0 and row.scan_files_per_s > 0
+    assert row.ratio > 0 and row.outside_encoder_share == pytest.approx(max(0, 1 - row.ratio))
+
+
+def test_a_failing_worker_is_a_setup_error_with_its_reason(
+    tiny_home: Path, photos_dir: Path
+) -> None:
+    with pytest.raises(SetupError, match=r"benchmark geoguess worker failed.*no-such-model"):
+        bench_latency("no-such-model", [photos_dir / PHOTOS[0]], reference=False)
+
+
+def test_bench_command_json(tiny_home: Path, photos_dir: Path) -> None:
+    args = ["bench", "-m", "tiny", "--no-reference", "--repeats", "1", "--rounds", "2"]
+    args += ["--scan-files", "3", "--batch-size", "2", "--json"]
+    for p in PHOTOS:
+        args += ["--photos", str(photos_dir / p)]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(line) for line in res.stdout.splitlines()]
+    kinds = [r["kind"] for r in rows]
+    assert kinds == ["latency", "latency", "scan", "startup"]
+    assert [r["variant"] for r in rows[:2]] == ["fp32", "int8"]
+    assert all(r["samples"] == 4 and r["speedup"] is None for r in rows[:2])  # 2 photos x 2
+    assert rows[2]["files"] == 3 and rows[2]["precision"] == "int8"
+    assert 0 < rows[3]["help_s"] < 30
