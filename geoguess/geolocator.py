@@ -9,12 +9,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import derived
 from .encoders import ImageEncoder, LocationEncoder, l2_normalize
 from .errors import UsageError
 from .preprocess import Preprocess
 from .providers import providers_for
 from .search import FlatSearch, SearchResult
-from .store import InstalledModel, get_model, ort_cache_dir
+from .store import InstalledModel, get_model
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -117,7 +118,7 @@ class Geolocator:
             self.device,
             threads=self.threads,
             source_sha256=self.model.manifest.files[rel].sha256,
-            cache_dir=ort_cache_dir(),
+            cache_dir=derived.cache_dir(),
             per_image=self.precision == "int8",
         )
 
@@ -144,7 +145,11 @@ class Geolocator:
 
     @cached_property
     def flat(self) -> FlatSearch:
-        return FlatSearch(self.gallery.embeddings, self.logit_scale)
+        rel = self.model.manifest.galleries[self.gallery_name]["embeddings"]
+        wide = derived.float32_embeddings(
+            self.gallery.embeddings, self.model.manifest.files[rel].sha256
+        )
+        return FlatSearch(wide, self.logit_scale)
 
     @cached_property
     def searcher(self) -> Any:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import derived
 from .errors import SetupError, UsageError
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -62,21 +63,6 @@ def providers_for(device: str) -> list[str]:
             "(install onnxruntime-gpu with its CUDA runtime, or use --device cpu)"
         )
     return ["CPUExecutionProvider"]
-
-
-def _publish_cache(tmp: Path, source_sha256: str, cache_dir: Path | None) -> None:
-    from .manifest import file_signature, sha256_file
-
-    if cache_dir is None or not tmp.is_file():
-        return
-    graph, sidecar = _optimized_cache(source_sha256, cache_dir)
-    try:
-        sha = sha256_file(tmp)
-        os.replace(tmp, graph)
-        sidecar.write_text(f"{sha} {file_signature(graph)}\n")
-    except OSError:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
 
 
 @dataclass
@@ -125,33 +111,8 @@ def _machine_tag() -> str:
     return f"ort{_ort().__version__}-{digest.hexdigest()[:12]}"
 
 
-def _optimized_cache(source_sha256: str, cache_dir: Path) -> tuple[Path, Path]:
-    stem = f"{source_sha256[:24]}-{_machine_tag()}"
-    return cache_dir / f"{stem}.onnx", cache_dir / f"{stem}.sha256"
-
-
-def _cached_graph(source_sha256: str | None, cache_dir: Path | None) -> Path | None:
-    """The optimised graph saved by an earlier session, if it is intact."""
-    if not source_sha256 or cache_dir is None:
-        return None
-    graph, sidecar = _optimized_cache(source_sha256, cache_dir)
-    try:
-        expected = sidecar.read_text().strip()
-    except OSError:
-        return None
-    from .manifest import file_signature, sha256_file
-
-    # The sidecar holds "sha256 signature": hash once, then trust an unchanged file.
-    sha, _, sig = expected.partition(" ")
-    try:
-        if sig and sig == file_signature(graph):
-            return graph
-        if sha256_file(graph) == sha:
-            sidecar.write_text(f"{sha} {file_signature(graph)}\n")
-            return graph
-    except OSError:
-        return None
-    return None
+def _optimized_graph(source_sha256: str, cache_dir: Path) -> Path:
+    return cache_dir / f"{source_sha256[:24]}-{_machine_tag()}.onnx"
 
 
 def open_session(
@@ -172,21 +133,26 @@ def open_session(
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = default_threads() if threads is None else threads
     opts.log_severity_level = 3
+    # ONNX Runtime's threads spin for a while after each run. They then hold the cores
+    # that the gallery search, the spread and the next photo's decoding need (numpy's
+    # mat-vec over 100K points ran at half speed); stopping them when a run ends costs
+    # the encoder nothing measurable, since they still spin between its operators.
+    opts.add_session_config_entry("session.force_spinning_stop", "1")
     providers = providers_for(device)
     load_path = path
-    cached = None
-    if providers[0] == "CPUExecutionProvider":
-        cached = _cached_graph(source_sha256, cache_dir)
+    graph = cached = None
+    if source_sha256 and cache_dir is not None and providers[0] == "CPUExecutionProvider":
+        graph = _optimized_graph(source_sha256, cache_dir)
+        cached = derived.lookup(graph)
     if cached is not None:
         load_path = cached
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     else:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if source_sha256 and cache_dir is not None and providers[0] == "CPUExecutionProvider":
-            cache_dir.mkdir(parents=True, exist_ok=True)
-            graph, _ = _optimized_cache(source_sha256, cache_dir)
-            # Written under a temporary name; published below only once complete.
-            opts.optimized_model_filepath = str(graph.with_suffix(f".{os.getpid()}.tmp"))
+        if graph is not None:
+            with contextlib.suppress(OSError):  # an unwritable cache only costs time
+                # Written under a temporary name; published below only once complete.
+                opts.optimized_model_filepath = str(derived.temporary(graph))
     fallback = None
     try:
         inner = ort.InferenceSession(str(load_path), sess_options=opts, providers=providers)
@@ -198,8 +164,10 @@ def open_session(
             )
         else:
             raise SetupError(f"{path}: onnxruntime cannot load this model: {exc}") from exc
-    if cached is None and opts.optimized_model_filepath:
-        _publish_cache(Path(opts.optimized_model_filepath), source_sha256 or "", cache_dir)
+    if graph is not None and cached is None and opts.optimized_model_filepath:
+        tmp = Path(opts.optimized_model_filepath)
+        if tmp.is_file():
+            derived.publish(tmp, graph)
     used = inner.get_providers()[0]
     if device == "cuda" and used != "CUDAExecutionProvider":
         raise SetupError(

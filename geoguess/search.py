@@ -26,7 +26,8 @@ class FlatSearch:
     """Exact search over normalised gallery embeddings (N, D)."""
 
     def __init__(self, embeddings: np.ndarray, logit_scale: float) -> None:
-        # fp16 on disk halves the download and the page cache; BLAS wants fp32.
+        # BLAS wants float32; the Geolocator passes a cached float32 copy of the fp16
+        # gallery on disk (geoguess.derived), other callers get one made here.
         self.embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
         self.logit_scale = float(logit_scale)
 

@@ -56,13 +56,6 @@ def models_dir() -> Path:
     return home() / "models"
 
 
-def ort_cache_dir() -> Path | None:
-    """Where ONNX Runtime's optimised graphs are kept; GEOGUESS_ORT_CACHE=0 turns it off."""
-    if os.environ.get("GEOGUESS_ORT_CACHE", "1") in {"0", "false", "no"}:
-        return None
-    return home() / "cache" / "ort"
-
-
 def default_model_name() -> str:
     return os.environ.get("GEOGUESS_MODEL") or DEFAULT_MODEL
 

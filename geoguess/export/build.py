@@ -94,12 +94,13 @@ def export_image_encoder(vision: Any, mlp_state: dict[str, Any], path: Path, ops
     import torch
 
     from .torch_modules import ImageEncoder as TorchImageEncoder
+    from .torch_modules import class_token_only_last_layer
 
     module = TorchImageEncoder(vision)
     module.mlp.load_state_dict(mlp_state, strict=True)
     module.eval()
     example = torch.zeros(1, 3, 224, 224)
-    with torch.no_grad(), _quiet():
+    with torch.no_grad(), _quiet(), class_token_only_last_layer(vision):
         # The TorchScript exporter keeps a ViT-L in one self-contained file (< 2 GB) and
         # handles transformers' attention code; the dynamo exporter split it into
         # external data and produced duplicate output names in our tests.

@@ -5,7 +5,9 @@ State-dict keys match geoclip 1.3.0 so its released weights load with strict=Tru
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -85,3 +87,58 @@ class ImageEncoder(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.mlp(self.vision(pixel_values=pixel_values).image_embeds)
+
+
+class _ClsOnlyLayer(nn.Module):
+    """A CLIP encoder layer computed for the class token only.
+
+    CLIP's image embedding is the class token of the last layer (pooled, then
+    projected), so in that layer the attention output, residual and MLP of the other
+    256 tokens are wasted work: about 3.5% of a ViT-L/14 image. Keys and values still
+    come from every token, so the class token comes out the same. Only the last layer
+    may be cut like this: every earlier layer's tokens feed the next one's keys.
+    """
+
+    def __init__(self, layer: nn.Module, returns_tuple: bool) -> None:
+        super().__init__()
+        self.layer = layer
+        self.returns_tuple = returns_tuple
+
+    def forward(self, hidden_states: torch.Tensor, *args: object, **kwargs: object) -> object:
+        attn = self.layer.self_attn
+        x = self.layer.layer_norm1(hidden_states)
+        n, _, d = x.shape
+        heads = attn.num_heads
+        size = d // heads
+        q = attn.q_proj(x[:, :1]).reshape(n, -1, heads, size).transpose(1, 2)
+        k = attn.k_proj(x).reshape(n, -1, heads, size).transpose(1, 2)
+        v = attn.v_proj(x).reshape(n, -1, heads, size).transpose(1, 2)
+        weights = torch.softmax((q @ k.transpose(-1, -2)) * attn.scale, dim=-1)
+        out = (weights @ v).transpose(1, 2).reshape(n, 1, d)
+        cls = hidden_states[:, :1] + attn.out_proj(out)
+        cls = cls + self.layer.mlp(self.layer.layer_norm2(cls))
+        # transformers 4.x layers return a tuple, 5.x a tensor; answer like the original.
+        return (cls,) if self.returns_tuple else cls
+
+
+@contextlib.contextmanager
+def class_token_only_last_layer(vision: nn.Module) -> Iterator[None]:
+    """Within the block, ``vision``'s last encoder layer computes only the class token.
+
+    The last hidden state then has one token, which is all that CLIP's pooling reads.
+    """
+    layers = vision.vision_model.encoder.layers
+    original = layers[-1]
+    seen: list[bool] = []
+    hook = original.register_forward_hook(lambda _m, _i, out: seen.append(isinstance(out, tuple)))
+    try:
+        size = vision.config.image_size
+        with torch.no_grad():
+            vision(pixel_values=torch.zeros(1, 3, size, size))
+    finally:
+        hook.remove()
+    layers[-1] = _ClsOnlyLayer(original, returns_tuple=seen[0])
+    try:
+        yield
+    finally:
+        layers[-1] = original
