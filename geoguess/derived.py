@@ -3,9 +3,9 @@
 Two kinds live here: ONNX Runtime's graph optimised for this CPU (skips the
 optimisation passes at every start) and a gallery's embeddings widened to float32
 (numpy widens 100K x 512 half floats in 0.3-0.6 s; a float32 file is memory-mapped
-at once). Each file has a sidecar holding its sha256 and stat signature: it is
-hashed once when written, trusted while its signature is unchanged, hashed again
-otherwise, and ignored (then rebuilt) if the hash no longer matches. Files are
+at once). Each entry has a sidecar holding the sha256 and stat signature of its files: they
+are hashed once when written, trusted while their signatures are unchanged, hashed
+again otherwise, and ignored (then rebuilt) if a hash no longer matches. Files are
 written under a temporary name and renamed into place, so a reader never sees a
 half-written one. ``GEOGUESS_DERIVED_CACHE=0`` turns the cache off.
 """
@@ -13,6 +13,7 @@ half-written one. ``GEOGUESS_DERIVED_CACHE=0`` turns the cache off.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from pathlib import Path
 
@@ -34,18 +35,31 @@ def _sidecar(path: Path) -> Path:
 
 
 def lookup(path: Path) -> Path | None:
-    """``path`` if an earlier run published it and it is intact, else None."""
+    """``path`` if an earlier run published it, and every file that goes with it, intact.
+
+    The sidecar is JSON: ``{"files": {name: {"sha256": ..., "signature": ...}}}`` for
+    ``path`` and its companions (an ONNX graph's external weights) in the same folder.
+    """
     sidecar = _sidecar(path)
     try:
-        sha, _, sig = sidecar.read_text().strip().partition(" ")
-        if sig and sig == file_signature(path):
-            return path
-        if sha and sha256_file(path) == sha:
-            sidecar.write_text(f"{sha} {file_signature(path)}\n")
-            return path
-    except OSError:
+        record = json.loads(sidecar.read_text())
+        members = record["files"]
+        if path.name not in members:
+            return None
+        changed = False
+        for name, entry in members.items():
+            member = path.with_name(name)
+            if entry.get("signature") == file_signature(member):
+                continue
+            if sha256_file(member) != entry["sha256"]:
+                return None
+            entry["signature"] = file_signature(member)
+            changed = True
+        if changed:
+            sidecar.write_text(json.dumps(record))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    return None
+    return path
 
 
 def temporary(path: Path) -> Path:
@@ -54,15 +68,28 @@ def temporary(path: Path) -> Path:
     return path.with_name(f"{path.name}.{os.getpid()}.tmp")
 
 
-def publish(tmp: Path, path: Path) -> None:
-    """Move a finished ``tmp`` into place with its sidecar; a failure leaves no cache."""
+def publish(tmp: Path, path: Path, companions: dict[Path, Path] | None = None) -> None:
+    """Move a finished ``tmp`` (and ``companions``, temporary -> final path, in the same
+    folder as ``path``) into place, then write the sidecar that makes them count.
+
+    Companions move first and the sidecar last, so a reader either finds the whole
+    set or no valid entry. A failure leaves no cache entry behind.
+    """
+    moves = {**(companions or {}), tmp: path}
     try:
-        sha = sha256_file(tmp)
-        os.replace(tmp, path)
-        _sidecar(path).write_text(f"{sha} {file_signature(path)}\n")
+        members = {
+            final.name: {"sha256": sha256_file(src), "signature": ""}
+            for src, final in moves.items()
+        }
+        _sidecar(path).unlink(missing_ok=True)
+        for src, final in moves.items():
+            os.replace(src, final)
+            members[final.name]["signature"] = file_signature(final)
+        _sidecar(path).write_text(json.dumps({"files": members}))
     except OSError:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        for src in moves:
+            with contextlib.suppress(OSError):
+                src.unlink()
 
 
 def float32_embeddings(embeddings: np.ndarray, source_sha256: str) -> np.ndarray:

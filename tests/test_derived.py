@@ -74,10 +74,14 @@ def test_optimised_graph_is_cached_and_checked(tiny_home: Path, tmp_path: Path) 
 
     want = run()
     graphs = list(tmp_path.glob("*.onnx"))
-    assert len(graphs) == 1 and not list(tmp_path.glob("*.tmp"))
+    weights = list(tmp_path.glob("*.weights"))  # the weights sit beside the graph
+    assert len(graphs) == 1 and len(weights) == 1 and not list(tmp_path.glob("*.tmp"))
+    assert weights[0].stat().st_size > graphs[0].stat().st_size
     assert derived.lookup(graphs[0]) == graphs[0]
     np.testing.assert_allclose(run(), want, atol=1e-6)  # from the cached graph
-    _corrupt(graphs[0])
-    assert derived.lookup(graphs[0]) is None
-    np.testing.assert_allclose(run(), want, atol=1e-6)  # damaged copy ignored, rebuilt
-    assert derived.lookup(graphs[0]) == graphs[0]
+    for damaged in (graphs[0], weights[0]):
+        _corrupt(damaged)
+        assert derived.lookup(graphs[0]) is None
+        np.testing.assert_allclose(run(), want, atol=1e-6)  # damaged copy ignored, rebuilt
+        assert derived.lookup(graphs[0]) == graphs[0]
+        assert len(list(tmp_path.glob("*.weights"))) == 1  # the old weights are gone
