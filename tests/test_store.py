@@ -259,3 +259,21 @@ def test_fp16_encoder_builds_and_agrees_with_fp32(tiny_backbone_dir):
     half = Geolocator.load("half", precision="fp16", device="cpu").embed_pixels(x)
     assert half.dtype == np.float32
     assert np.sum(full * half, axis=1).min() > 0.99
+
+
+def test_build_adds_fp16_when_cuda_is_there(tiny_backbone_dir, monkeypatch):
+    pytest.importorskip("geoclip")
+    from geoguess import providers
+    from geoguess.export.build import BuildOptions, build_model_set
+    from geoguess.reporting import LoggingReporter
+
+    monkeypatch.setattr(providers, "cuda_candidate", lambda: True)
+    rep = LoggingReporter()
+    opts = BuildOptions(name="gpu", backbone=str(tiny_backbone_dir), gallery_limit=300)
+    model = build_model_set(opts, reporter=rep)
+    assert sorted(model.manifest.image_encoders) == ["fp16", "fp32", "int8"]
+    assert any("CUDA found" in m for m in rep.messages)
+    # Asking for precisions explicitly is taken literally.
+    opts = BuildOptions(name="cpu", backbone=str(tiny_backbone_dir), gallery_limit=300)
+    opts.precisions = ("fp32",)
+    assert list(build_model_set(opts).manifest.image_encoders) == ["fp32"]

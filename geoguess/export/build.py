@@ -207,6 +207,14 @@ def build_model_set(
         backbone_revision=opts.revision,
         precisions=opts.precisions,
     )
+    if opts.precisions is None and "fp16" not in recipe.precisions:
+        from ..providers import cuda_candidate
+
+        if cuda_candidate():
+            # fp16 is what CUDA runs fastest; a GPU here is the best hint that this
+            # machine will predict on one.
+            recipe = recipe.with_overrides(precisions=(*recipe.precisions, "fp16"))
+            rep.message("CUDA found: also building the fp16 image encoder for it")
     name = check_name(recipe.name)
     for p in recipe.precisions:
         if p not in PRECISIONS:
