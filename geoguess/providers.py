@@ -89,10 +89,16 @@ def _one_line(exc: BaseException) -> str:
 
 
 def default_threads() -> int:
-    env = os.environ.get("GEOGUESS_THREADS")
-    if env:
-        return max(1, int(env))
-    return 0  # onnxruntime's own choice: one thread per physical core
+    env = os.environ.get("GEOGUESS_THREADS", "").strip()
+    if not env:
+        return 0  # onnxruntime's own choice: one thread per physical core
+    try:
+        threads = int(env)
+    except ValueError:
+        threads = 0
+    if threads < 1:
+        raise UsageError(f"GEOGUESS_THREADS must be a whole number of at least 1, got {env!r}")
+    return threads
 
 
 @functools.cache

@@ -75,3 +75,14 @@ def test_cli_says_which_provider_runs_and_why(
     assert "provider CPUExecutionProvider" in res.stderr
     info = CliRunner().invoke(app, ["models", "info", "tiny"])
     assert info.exit_code == 0 and "provider" in info.stdout
+
+
+def test_thread_count_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GEOGUESS_THREADS", raising=False)
+    assert providers.default_threads() == 0  # onnxruntime decides
+    monkeypatch.setenv("GEOGUESS_THREADS", "3")
+    assert providers.default_threads() == 3
+    for bad in ("abc", "0", "-2", "1.5"):
+        monkeypatch.setenv("GEOGUESS_THREADS", bad)
+        with pytest.raises(UsageError, match="GEOGUESS_THREADS"):
+            providers.default_threads()
