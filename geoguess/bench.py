@@ -157,11 +157,11 @@ class _ScanVariant:
             args["model"], precision=args["precision"], device=args["device"]
         )
         self.files = list(args["files"])
-        self.batch = int(args["batch_size"])
+        self.batch = int(args["batch_size"] or self.geo.default_batch_size)
         self.pixels = np.stack([prepare(self.geo, f).pixels for f in self.files])
         emb = self.geo.embed_pixels(self.pixels[: self.batch])  # warm-up
         self.geo.search(emb, 5)
-        self.ready = {"provider": self.geo.provider}
+        self.ready = {"provider": self.geo.provider, "batch_size": self.batch}
 
     def encoder(self) -> float:
         start = time.perf_counter()
@@ -293,7 +293,7 @@ def bench_scan(
     precision: str = "int8",
     device: str = "cpu",
     n_files: int = 48,
-    batch_size: int = 16,
+    batch_size: int | None = None,
     rounds: int = 3,
     reporter: Reporter | None = None,
     timeout: float = 1800,
@@ -325,7 +325,7 @@ def bench_scan(
         precision,
         child.ready["provider"],
         len(files),
-        batch_size,
+        child.ready["batch_size"],
         rounds,
         len(files) / statistics.mean(encoder_s),
         len(files) / statistics.mean(scan_s),
@@ -349,8 +349,12 @@ def _cli_cold_s(
     cmd = [sys.executable, "-m", "geoguess", "--json", "-p", precision, "--device", device, photo]
     cmd += ["-m", model] if model else []
     start = time.perf_counter()
-    subprocess.run(cmd, capture_output=True, check=True, timeout=timeout)
-    return time.perf_counter() - start
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        tail = " | ".join(proc.stderr.strip().splitlines()[-2:])
+        raise SetupError(f"benchmark run of `geoguess {photo}` failed: {tail}")
+    return elapsed
 
 
 def bench_latency(

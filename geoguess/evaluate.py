@@ -284,7 +284,7 @@ def predict_samples(
     geo: Geolocator,
     samples: Sequence[EvalSample],
     *,
-    batch_size: int = 16,
+    batch_size: int | None = None,
     workers: int | None = None,
 ) -> Iterator[EvalPrediction]:
     """The top-1 prediction and its geodesic error for each sample, in input order.
@@ -383,7 +383,7 @@ def evaluate(
     geo: Geolocator,
     eval_set: EvalSet,
     *,
-    batch_size: int = 16,
+    batch_size: int | None = None,
     workers: int | None = None,
     strict_less: bool = False,
     thresholds_km: Sequence[float] = THRESHOLDS_KM,

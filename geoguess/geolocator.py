@@ -162,6 +162,13 @@ class Geolocator:
     def provider(self) -> str:
         return self.image_encoder.provider
 
+    @property
+    def default_batch_size(self) -> int:
+        """Photos per encoder run when the caller does not say: a GPU wants large
+        batches; on a CPU one ViT-L image is already a large GEMM, so batches only need
+        to be big enough for the decoders to run ahead."""
+        return 64 if self.image_encoder.session.on_cuda else 16
+
     # --- embeddings ---------------------------------------------------------------------
 
     def pixels(self, images: Sequence[Image.Image]) -> np.ndarray:

@@ -198,7 +198,7 @@ def embedded_batches(
     geo: Geolocator,
     sources: Iterable[str | os.PathLike[str]],
     *,
-    batch_size: int = 16,
+    batch_size: int | None = None,
     workers: int | None = None,
 ) -> Iterator[list[tuple[Prepared, np.ndarray | None]]]:
     """Prepare photos in threads and encode them in batches, in input order.
@@ -211,6 +211,7 @@ def embedded_batches(
     """
     import numpy as np
 
+    batch_size = batch_size or geo.default_batch_size
     if batch_size < 1:
         raise UsageError(f"batch size must be at least 1, got {batch_size}")
     workers = workers or default_workers()
@@ -248,7 +249,7 @@ def locate_files(
     sources: Iterable[str | os.PathLike[str]],
     *,
     top_k: int = 5,
-    batch_size: int = 16,
+    batch_size: int | None = None,
     workers: int | None = None,
 ) -> Iterator[LocateResult]:
     """Locate many photo files, yielding one LocateResult per file in input order.
@@ -298,7 +299,7 @@ def scan_folder(
     recursive: bool = True,
     glob: str | None = None,
     top_k: int = 5,
-    batch_size: int = 16,
+    batch_size: int | None = None,
     workers: int | None = None,
     skip: Collection[str] = (),
     on_result: Callable[[LocateResult], None] | None = None,

@@ -60,8 +60,10 @@ def test_scan_rounds(tiny_home: Path, photos_dir: Path) -> None:
 def test_a_failing_worker_is_a_setup_error_with_its_reason(
     tiny_home: Path, photos_dir: Path
 ) -> None:
-    with pytest.raises(SetupError, match=r"benchmark geoguess worker failed.*no-such-model"):
+    with pytest.raises(SetupError, match=r"failed.*no-such-model"):
         bench_latency("no-such-model", [photos_dir / PHOTOS[0]], reference=False)
+    with pytest.raises(SetupError, match=r"benchmark scan worker failed.*no-such-model"):
+        bench_scan("no-such-model", [photos_dir / PHOTOS[0]], n_files=1)
 
 
 def test_bench_command_json(tiny_home: Path, photos_dir: Path) -> None:

@@ -73,7 +73,14 @@ def bench_inference(
     scan_files: Annotated[
         int, typer.Option(min=0, help="Files for the scan-throughput run (0 skips it).")
     ] = 48,
-    batch_size: Annotated[int, typer.Option(min=1, help="Scan batch size.")] = 16,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Scan batch size \\[default: 64 on CUDA, 16 on the CPU].",
+            show_default=False,
+        ),
+    ] = None,
     json_out: Annotated[
         bool,
         typer.Option(
@@ -128,7 +135,7 @@ def bench_inference(
                     precision=precisions[-1] if not on_cuda else precisions[0],
                     device=device,
                     n_files=scan_files,
-                    batch_size=64 if on_cuda else batch_size,
+                    batch_size=batch_size,
                     reporter=rep,
                 )
             )

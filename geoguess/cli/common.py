@@ -110,7 +110,15 @@ TopKOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON object per photo (JSON Lines).")]
 BatchSizeOpt = Annotated[
-    int, typer.Option("--batch-size", "-b", min=1, max=4096, help="Photos per encoder run.")
+    int | None,
+    typer.Option(
+        "--batch-size",
+        "-b",
+        min=1,
+        max=4096,
+        help="Photos per encoder run \\[default: 64 on CUDA, 16 on the CPU].",
+        show_default=False,
+    ),
 ]
 WorkersOpt = Annotated[
     int | None,

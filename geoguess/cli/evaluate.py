@@ -148,7 +148,7 @@ def eval_cmd(
             show_default=False,
         ),
     ] = None,
-    batch_size: BatchSizeOpt = 16,
+    batch_size: BatchSizeOpt = None,
     workers: WorkersOpt = None,
     quiet: QuietOpt = False,
     model: ModelOpt = None,

@@ -127,7 +127,7 @@ def scan_cmd(
         ),
     ] = None,
     top_k: TopKOpt = 5,
-    batch_size: BatchSizeOpt = 16,
+    batch_size: BatchSizeOpt = None,
     workers: WorkersOpt = None,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Start the output afresh instead of resuming.")
