@@ -126,8 +126,7 @@ class _ReferenceVariant:
             )
             self.model._load_weights()
         self.model.eval()
-        self.no_grad = torch.no_grad()
-        self.no_grad.__enter__()
+        torch.set_grad_enabled(False)  # predict() is no_grad already; this covers set-up
         self.model.predict(args["photos"][0], top_k=5)
         self.ready = {
             "cold_s": time.time() - float(args["t0"]),
