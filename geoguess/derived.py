@@ -3,9 +3,9 @@
 Two kinds live here: ONNX Runtime's graph optimised for this CPU (skips the
 optimisation passes at every start) and a gallery's embeddings widened to float32
 (numpy widens 100K x 512 half floats in 0.3-0.6 s; a float32 file is memory-mapped
-at once). Each entry has a sidecar holding the sha256 and stat signature of its files: they
-are hashed once when written, trusted while their signatures are unchanged, hashed
-again otherwise, and ignored (then rebuilt) if a hash no longer matches. Files are
+at once). Each entry has a sidecar holding the sha256 of its files; they are checked like
+model files (hashed once, then trusted while their size, mtime and inode are
+unchanged) and ignored, then rebuilt, if a hash no longer matches. Files are
 written under a temporary name and renamed into place, so a reader never sees a
 half-written one. ``GEOGUESS_DERIVED_CACHE=0`` turns the cache off.
 """
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .manifest import file_signature, sha256_file
-from .store import home
+from .manifest import sha256_file
+from .store import home, intact, remember
 
 
 def cache_dir() -> Path | None:
@@ -37,26 +37,17 @@ def _sidecar(path: Path) -> Path:
 def lookup(path: Path) -> Path | None:
     """``path`` if an earlier run published it, and every file that goes with it, intact.
 
-    The sidecar is JSON: ``{"files": {name: {"sha256": ..., "signature": ...}}}`` for
-    ``path`` and its companions (an ONNX graph's external weights) in the same folder.
+    The sidecar is JSON, ``{"files": {name: sha256}}``, for ``path`` and its companions
+    (an ONNX graph's external weights) in the same folder; each is checked the way
+    model files are (:func:`geoguess.store.intact`).
     """
-    sidecar = _sidecar(path)
     try:
-        record = json.loads(sidecar.read_text())
-        members = record["files"]
+        members = json.loads(_sidecar(path).read_text())["files"]
         if path.name not in members:
             return None
-        changed = False
-        for name, entry in members.items():
-            member = path.with_name(name)
-            if entry.get("signature") == file_signature(member):
-                continue
-            if sha256_file(member) != entry["sha256"]:
+        for name, sha in members.items():
+            if not intact(path.with_name(name), sha):
                 return None
-            entry["signature"] = file_signature(member)
-            changed = True
-        if changed:
-            sidecar.write_text(json.dumps(record))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     return path
@@ -77,14 +68,11 @@ def publish(tmp: Path, path: Path, companions: dict[Path, Path] | None = None) -
     """
     moves = {**(companions or {}), tmp: path}
     try:
-        members = {
-            final.name: {"sha256": sha256_file(src), "signature": ""}
-            for src, final in moves.items()
-        }
+        members = {final.name: sha256_file(src) for src, final in moves.items()}
         _sidecar(path).unlink(missing_ok=True)
         for src, final in moves.items():
             os.replace(src, final)
-            members[final.name]["signature"] = file_signature(final)
+            remember(final, members[final.name])
         _sidecar(path).write_text(json.dumps({"files": members}))
     except OSError:
         for src in moves:

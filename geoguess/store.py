@@ -35,6 +35,7 @@ from .manifest import (
     check_file,
     file_signature,
     load_manifest,
+    sha256_file,
     verify_all,
 )
 
@@ -141,25 +142,37 @@ def _cache_key(path: Path, sha256: str) -> str:
     return f"{path.resolve()}|{sha256}"
 
 
-def verified_path(model_dir: Path, manifest: Manifest, rel: str) -> Path:
-    """Check a file against the manifest; hash it only if it changed since its last check.
+def intact(path: Path, sha256: str) -> bool:
+    """Whether ``path`` holds the bytes with this sha256, hashing only when needed.
 
     Hashing a 1.2 GB encoder costs seconds, too much for every start. A file whose
     size, mtime and inode are unchanged since a successful full check is trusted; any
-    write to it changes the signature and forces a new hash.
+    write to it changes the signature and forces a new hash. Model files and the
+    derived cache (geoguess.derived) both go through here. OSError if it cannot be read.
     """
-    path = check_file(model_dir, manifest, rel, full=False)
-    entry = manifest.files[rel]
-    key = _cache_key(path, entry.sha256)
+    key = _cache_key(path, sha256)
+    with _lock:
+        if _read_cache().get(key) == file_signature(path):
+            return True
+    if sha256_file(path) != sha256:
+        return False
+    remember(path, sha256)
+    return True
+
+
+def remember(path: Path, sha256: str) -> None:
+    """Trust ``path`` as it is now; for a caller that has just hashed it."""
     with _lock:
         cache = _read_cache()
-        if cache.get(key) == file_signature(path):
-            return path
-    check_file(model_dir, manifest, rel, full=True)
-    with _lock:
-        cache = _read_cache()
-        cache[key] = file_signature(path)
+        cache[_cache_key(path, sha256)] = file_signature(path)
         _write_cache(cache)
+
+
+def verified_path(model_dir: Path, manifest: Manifest, rel: str) -> Path:
+    """Check a file against the manifest (see :func:`intact`); ModelIntegrityError if not."""
+    path = check_file(model_dir, manifest, rel, full=False)
+    if not intact(path, manifest.files[rel].sha256):
+        check_file(model_dir, manifest, rel, full=True)  # raises, saying what is wrong
     return path
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 
 from .common import DeviceOpt, ModelOpt, RichReporter, _errors, app
+
+T = TypeVar("T", int, float)
 
 bench_app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -193,20 +196,12 @@ def bench_inference(
 # --- geoguess bench search ------------------------------------------------------------
 
 
-def _ints(text: str, what: str) -> list[int]:
+def _numbers(text: str, what: str, kind: Callable[[str], T]) -> list[T]:
+    """``"1,2,4"`` -> ``[1, 2, 4]`` with ``kind`` int or float; UsageError naming the option."""
     from ..errors import UsageError
 
     try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise UsageError(f"{what}: expected numbers separated by commas, got {text!r}") from None
-
-
-def _floats(text: str, what: str) -> list[float]:
-    from ..errors import UsageError
-
-    try:
-        return [float(x) for x in text.split(",") if x.strip()]
+        return [kind(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise UsageError(f"{what}: expected numbers separated by commas, got {text!r}") from None
 
@@ -316,13 +311,13 @@ def bench_search(
             model=model,
             gallery=gallery,
             configs=tuple(levels) if levels else DEFAULT_CONFIGS,
-            beams=_ints(beams, "--beams"),
+            beams=_numbers(beams, "--beams", int),
             queries=queries,
-            cosines=_floats(cosines, "--cosines"),
+            cosines=_numbers(cosines, "--cosines", float),
             n_queries=n_queries,
             scale=scale,
             limit=limit,
-            hnsw_efs=_ints(efs, "--ef"),
+            hnsw_efs=_numbers(efs, "--ef", int),
             compare_nodes=compare_nodes,
             seed=seed,
             workdir=workdir,
