@@ -3,8 +3,8 @@
 Every variant runs in its own child process, so each one's peak memory and cold start
 are its own, and all of them run in one invocation on the same photos, so the ratios
 compare like with like. The reference is the upstream ``geoclip`` package's
-``GeoCLIP.predict()``; it needs the export and reference extras (torch, transformers,
-geoclip). Models built from a random backbone (``--backbone random:vit-l14``) cost the
+``GeoCLIP.predict()``; it needs the reference extra (torch, transformers) and
+the geoclip package). Models built from a random backbone (``--backbone random:vit-l14``) cost the
 same FLOPs as the real ViT-L/14 and are what this machine can measure; their answers
 are never shown.
 """

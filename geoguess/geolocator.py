@@ -117,7 +117,7 @@ class Geolocator:
             self.model.file(rel),
             self.device,
             threads=self.threads,
-            source_sha256=self.model.manifest.files[rel].sha256,
+            source_sha256=self.model.content_sha256(rel),
             cache_dir=derived.cache_dir(),
             per_image=self.precision == "int8",
         )

@@ -15,6 +15,7 @@ looks installed.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -57,6 +58,11 @@ def models_dir() -> Path:
     return home() / "models"
 
 
+def downloads_dir() -> Path:
+    """Where fetched source files (GeoCLIP's wheel) are kept between builds."""
+    return home() / "downloads"
+
+
 def default_model_name() -> str:
     return os.environ.get("GEOGUESS_MODEL") or DEFAULT_MODEL
 
@@ -76,11 +82,31 @@ class InstalledModel:
     manifest: Manifest
 
     def file(self, rel: str) -> Path:
-        """Path of a file of this set, checked against the manifest before use."""
-        return verified_path(self.path, self.manifest, rel)
+        """Path of a file of this set, checked against the manifest before use.
+
+        A graph whose weights live beside it (``<rel>.data``, ONNX external data) is
+        checked together with them: ONNX Runtime reads both.
+        """
+        path = verified_path(self.path, self.manifest, rel)
+        if data_companion(rel) in self.manifest.files:
+            verified_path(self.path, self.manifest, data_companion(rel))
+        return path
+
+    def content_sha256(self, rel: str) -> str:
+        """One sha256 for a file and its external data: what a cache of it is keyed on."""
+        sha = self.manifest.files[rel].sha256
+        data = self.manifest.files.get(data_companion(rel))
+        if data is None:
+            return sha
+        return hashlib.sha256(f"{sha}+{data.sha256}".encode()).hexdigest()
 
     def size_bytes(self) -> int:
         return sum(e.size for e in self.manifest.files.values())
+
+
+def data_companion(rel: str) -> str:
+    """The external-data file that an ONNX graph ``rel`` may keep its weights in."""
+    return rel + ".data"
 
 
 def list_models() -> list[InstalledModel]:
@@ -107,10 +133,13 @@ def get_model(name: str | None = None) -> InstalledModel:
 
 def no_model_message(name: str) -> str:
     return (
-        f"model set {name!r} is not installed in {models_dir()}. Build it with:\n"
-        "    pip install 'geoguess[export]' && pip install --no-deps geoclip==1.3.0\n"
-        f"    geoguess models build --name {name}\n"
-        "or install a built one with: geoguess models install PATH_OR_URL"
+        f"model set {name!r} is not installed in {models_dir()}; "
+        + (
+            "run: geoguess models build"
+            if name == DEFAULT_MODEL
+            else f"run: geoguess models build --name {name}"
+        )
+        + " (or install a built one: geoguess models install PATH_OR_URL)"
     )
 
 

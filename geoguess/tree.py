@@ -326,6 +326,14 @@ def _write_npy(path: Path, array: np.ndarray) -> None:
     np.save(path, np.ascontiguousarray(array), allow_pickle=False)
 
 
+def hnswlib_available() -> bool:
+    """hnswlib is optional (``pip install 'geoguess[hnsw]'``): it ships source only for
+    some platforms and needs a C++ compiler there, and search never needs it."""
+    import importlib.util
+
+    return importlib.util.find_spec("hnswlib") is not None
+
+
 def _save_hnsw(path: Path, vectors: np.ndarray, seed: int) -> None:
     import hnswlib
 
@@ -457,8 +465,9 @@ def build_tree(
                 offsets = np.searchsorted(par, np.arange(len(level_sums[level - 1]) + 1))
                 _write_npy(out_dir / f"children-{level}.npy", offsets.astype(np.int64))
                 files.append(f"children-{level}.npy")
-            _save_hnsw(out_dir / f"hnsw-{level}.bin", keys, config.seed)
-            files.append(f"hnsw-{level}.bin")
+            if hnswlib_available():
+                _save_hnsw(out_dir / f"hnsw-{level}.bin", keys, config.seed)
+                files.append(f"hnsw-{level}.bin")
             nodes_per_level.append(len(keys))
 
     sizes = np.diff(leaf_offsets)
@@ -551,7 +560,8 @@ class Tree:
         return len(self.nodes)
 
     def hnsw(self, level: int) -> Any:
-        """The hnswlib inner-product index over the nodes of ``level``."""
+        """The hnswlib inner-product index over the nodes of ``level`` (written when
+        hnswlib was installed at build time)."""
         return self._hnsw_indexes[level]
 
     @cached_property

@@ -14,7 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from geoguess.export.backbone import RANDOM_GEOMETRIES
+# huggingface_hub reads this once, at import: no telemetry requests from the tests.
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+from geoguess.builder.backbone import RANDOM_GEOMETRIES
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -70,7 +73,7 @@ def tiny_backbone_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_model_home(tmp_path_factory: pytest.TempPathFactory, tiny_backbone_dir: Path) -> Path:
     """A GEOGUESS_HOME holding model set 'tiny' (fp32 + int8, full 100K gallery)."""
     pytest.importorskip("geoclip", reason="needs: pip install --no-deps geoclip==1.3.0")
-    from geoguess.export.build import BuildOptions, build_model_set
+    from geoguess.builder.build import BuildOptions, build_model_set
 
     home = tmp_path_factory.mktemp("tiny-home")
     old = os.environ.get("GEOGUESS_HOME")

@@ -33,9 +33,12 @@ def test_built_manifest_lists_every_file_with_its_checksum(tiny_home):
     assert set(raw["image_encoder"]["files"]) == {"fp32", "int8"}
     assert raw["galleries"]["mp16-100k"]["size"] == 100_000
     assert raw["provenance"]["backbone"]["source"] == "local"
-    assert len(raw["provenance"]["backbone"]["sha256"]) == 64
+    backbone_files = raw["provenance"]["backbone"]["files"]
+    assert {"config.json", "model.safetensors"} <= set(backbone_files)
+    assert all(len(sha) == 64 for sha in backbone_files.values())
+    assert raw["provenance"]["geoclip"]["licence"] == "MIT"
     assert raw["provenance"]["geoclip"]["version"] == "1.3.0"
-    assert "torch" in raw["provenance"]["tools"]
+    assert "onnx" in raw["provenance"]["tools"] and "torch" not in raw["provenance"]["tools"]
     assert abs(raw["logit_scale"] - 39.6874) < 1e-3
     q = raw["quality"]["int8"]
     assert 0.9 < q["cosine_mean"] <= 1.0 and q["scheme"] in {"per-tensor", "per-channel"}
@@ -94,7 +97,8 @@ def test_no_model_installed_says_what_to_run(photos_dir):
     res = runner.invoke(app, [str(photos_dir / "gps_DSCN0010.jpg")])
     assert res.exit_code == 2
     assert "geoguess models build" in res.stderr
-    assert "pip install" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert "pip install" not in res.stderr
     with pytest.raises(ModelNotFoundError):
         get_model()
 
@@ -191,12 +195,12 @@ def test_manifest_cannot_point_outside_the_model(tmp_path):
 
 def test_interrupted_build_leaves_nothing_installed(monkeypatch, tiny_backbone_dir):
     pytest.importorskip("geoclip")
-    from geoguess.export import build
+    from geoguess.builder import build
 
     def boom(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(build, "quantize_int8", boom)
+    monkeypatch.setattr(build, "_best_int8", boom)
     with pytest.raises(KeyboardInterrupt):
         build.build_model_set(
             build.BuildOptions(name="half", backbone=str(tiny_backbone_dir), gallery_limit=500)
@@ -233,7 +237,7 @@ def test_build_from_random_backbone_is_marked_and_warned(monkeypatch, photos_dir
 
 
 def test_recipe_file_matches_built_in_default():
-    from geoguess.export.recipe import DEFAULT_RECIPE, load_recipe
+    from geoguess.builder.recipe import DEFAULT_RECIPE, load_recipe
 
     path = Path(__file__).resolve().parents[1] / "models" / "geoclip-vit-l14.toml"
     assert load_recipe(path) == DEFAULT_RECIPE
@@ -244,7 +248,7 @@ def test_fp16_encoder_builds_and_agrees_with_fp32(tiny_backbone_dir):
     import numpy as np
 
     from geoguess import Geolocator
-    from geoguess.export.build import BuildOptions, build_model_set
+    from geoguess.builder.build import BuildOptions, build_model_set
 
     build_model_set(
         BuildOptions(
@@ -264,7 +268,7 @@ def test_fp16_encoder_builds_and_agrees_with_fp32(tiny_backbone_dir):
 def test_build_adds_fp16_when_cuda_is_there(tiny_backbone_dir, monkeypatch):
     pytest.importorskip("geoclip")
     from geoguess import providers
-    from geoguess.export.build import BuildOptions, build_model_set
+    from geoguess.builder.build import BuildOptions, build_model_set
     from geoguess.reporting import LoggingReporter
 
     monkeypatch.setattr(providers, "cuda_candidate", lambda: True)

@@ -44,7 +44,7 @@ app = typer.Typer(
         "  geoguess photo.jpg                   top-5 candidate places\n\n"
         "  geoguess --json --top-k 10 a.jpg b.jpg\n\n"
         "  geoguess scan ~/Pictures -o places.csv\n\n"
-        "  geoguess models build                make the model set (once)"
+        "  geoguess models build                fetch and build the model set (once)"
     ),
 )
 models_app = typer.Typer(
@@ -225,6 +225,57 @@ class RichReporter(Reporter):
             progress.update(tid, completed=total or 1, total=total or 1)
 
 
+def _size(n: int | None) -> str:
+    if not n:
+        return "size unknown"
+    return f"{n / 1e9:,.2f} GB" if n >= 1e9 else f"{n / 1e6:,.0f} MB"
+
+
+def describe_plan(plan: Any) -> str:
+    """What a build will fetch and where it goes, in words for the consent prompt."""
+    lines = [f"geoguess needs the model set {plan.name!r}, built once from public weights:"]
+    for d in plan.downloads:
+        lines.append(f"  - {d.what}")
+        lines.append(f"    {_size(d.size)} from {d.source}; licence {d.licence}; kept in {d.dest}")
+    lines.append(
+        f"The model set (about 1.9 GB) is built into {plan.target} "
+        "(a few minutes; nothing is sent anywhere)."
+    )
+    return "\n".join(lines)
+
+
+def build_default_model(name: str, *, yes: bool) -> None:
+    """First use: offer to fetch and build the default model set.
+
+    Asks once on a terminal; ``--yes`` or GEOGUESS_YES=1 agrees in advance. Anywhere
+    else (scripts, CI, a photo piped on stdin) nothing is downloaded unasked: the
+    error names the command that does it.
+    """
+    import os
+    import sys
+
+    from ..builder.build import BuildOptions, build_model_set, plan_build
+    from ..errors import SetupError
+
+    agreed = yes or os.environ.get("GEOGUESS_YES", "").strip().lower() in {"1", "true", "yes"}
+    if not agreed and not (sys.stdin.isatty() and sys.stderr.isatty()):
+        # Decided before planning: a script gets the same answer with or without network.
+        raise SetupError(
+            f"model set {name!r} is not installed; run: geoguess models build (it downloads "
+            "the CLIP ViT-L/14 and GeoCLIP weights, about 1.75 GB), or pass --yes"
+        )
+    opts = BuildOptions(name=name, allow_download=True)
+    plan = plan_build(opts)
+    if plan.downloads and not agreed:
+        from ..output import stderr_console
+
+        stderr_console().print(describe_plan(plan), markup=False, highlight=False)
+        if not typer.confirm("Download and build it now?", default=True, err=True):
+            raise SetupError("no model set; nothing was downloaded")
+    build_model_set(opts, reporter=RichReporter())
+    _note(f"installed {name}; locating")
+
+
 def open_geolocator(
     model: str | None,
     precision: str | None,
@@ -234,18 +285,32 @@ def open_geolocator(
     search: str = "auto",
     beam: int | None = None,
     exact_decode: bool = False,
+    yes: bool = False,
 ) -> Any:
+    from ..errors import ModelNotFoundError
     from ..geolocator import Geolocator
+    from ..store import DEFAULT_MODEL, default_model_name
 
-    geo = Geolocator.load(
-        model,
-        precision=precision,
-        device=device,
-        gallery=gallery,
-        search=search,
-        beam=beam,
-        exact_decode=exact_decode,
-    )
+    def load() -> Any:
+        return Geolocator.load(
+            model,
+            precision=precision,
+            device=device,
+            gallery=gallery,
+            search=search,
+            beam=beam,
+            exact_decode=exact_decode,
+        )
+
+    try:
+        geo = load()
+    except ModelNotFoundError:
+        # Only the default set has a recipe to build it from; others were named by
+        # the user, who built or installed them.
+        if (model or default_model_name()) != DEFAULT_MODEL:
+            raise
+        build_default_model(DEFAULT_MODEL, yes=yes)
+        geo = load()
     if geo.random_weights:
         _note(
             f"warning: model set {geo.model.name!r} has random backbone weights (built for "

@@ -95,9 +95,9 @@ YesOpt = Annotated[
     typer.Option(
         "--yes",
         "-y",
-        help="Do not print the notice that photos are sent to a third party "
+        help="Agree without asking: fetch and build the model set on first use (or set "
+        "GEOGUESS_YES=1), and skip the notice that --llm sends photos to a third party "
         "(or set GEOGUESS_LLM_CONSENT=1).",
-        rich_help_panel=_PANEL,
     ),
 ]
 

@@ -85,7 +85,7 @@ def locate_cmd(
 
     with _errors(), contextlib.ExitStack() as stack:
         geo = open_geolocator(
-            model, precision, device, gallery, verbose, search, beam, exact_decode
+            model, precision, device, gallery, verbose, search, beam, exact_decode, yes=yes
         )
         refiner = None
         if llm:

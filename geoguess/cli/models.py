@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -25,12 +24,17 @@ def models_build(
     backbone: Annotated[
         str | None,
         typer.Option(
-            help="Hugging Face hub id, a local CLIP folder, or random:vit-l14|vit-b32|tiny "
-            "(tests and benchmarks) \\[default: openai/clip-vit-large-patch14]."
+            help="Hugging Face hub id, a local Hugging Face-format CLIP folder, or "
+            "random:vit-l14|vit-b32|tiny (tests and benchmarks) "
+            "\\[default: openai/clip-vit-large-patch14]."
         ),
     ] = None,
     name: Annotated[
-        str | None, typer.Option(help="Name of the model set \\[default: from the recipe].")
+        str | None,
+        typer.Option(
+            help="Name of the model set \\[default: geoclip-vit-l14; random-<geometry> for "
+            "random backbones]."
+        ),
     ] = None,
     revision: Annotated[str | None, typer.Option(help="Hub revision of the backbone.")] = None,
     precision: Annotated[
@@ -40,16 +44,25 @@ def models_build(
         ),
     ] = None,
     recipe: Annotated[Path | None, typer.Option(help="Recipe TOML (see models/).")] = None,
-    geoclip_dir: Annotated[
-        Path | None,
-        typer.Option(help="Folder of the geoclip package \\[default: the installed geoclip]."),
+    geoclip: Annotated[
+        str | None,
+        typer.Option(
+            "--geoclip",
+            help="GeoCLIP's weights: a geoclip wheel, a folder, or a hub release id "
+            "\\[default: the installed geoclip package, else geoclip 1.3.0 from the "
+            "package index, checked by sha256].",
+        ),
     ] = None,
     calibration: Annotated[
         Path | None, typer.Option(help="Folder of photos to compare precisions on.")
     ] = None,
     offline: Annotated[
         bool,
-        typer.Option("--offline", help="Use only files already downloaded (local_files_only)."),
+        typer.Option(
+            "--offline",
+            help="Download nothing: use the Hugging Face cache and local files only "
+            "(also when HF_HUB_OFFLINE=1).",
+        ),
     ] = False,
     force: Annotated[bool, typer.Option(help="Replace an installed set of the same name.")] = False,
     gallery_limit: Annotated[
@@ -57,21 +70,24 @@ def models_build(
         typer.Option(min=1, help="Keep only the first N gallery points (quick test builds)."),
     ] = None,
 ) -> None:
-    """Build a model set: export encoders to ONNX, quantise, embed the gallery, install.
+    """Build a model set: fetch the weights, write the ONNX graphs, quantise, embed the
+    gallery, install.
 
-    Needs the export extra: pip install 'geoguess[export]' and pip install --no-deps geoclip==1.3.0
+    Downloads (resumable, checked by sha256) what is not on this machine yet: the CLIP
+    ViT-L/14 weights from the Hugging Face hub (HF_HOME, HF_ENDPOINT and HF_TOKEN
+    apply) and GeoCLIP's weights from the package index.
 
     [bold]Examples[/]
 
       geoguess models build
 
-      geoguess models build --backbone ~/clip-vit-large-patch14 --offline
+      geoguess models build --backbone ~/clip-vit-large-patch14 --geoclip ~/geoclip.whl --offline
 
       geoguess models build --precision fp32 --precision int8 --precision fp16 --force
     """
     with _errors():
-        from ..export.build import BuildOptions, build_model_set
-        from ..export.recipe import DEFAULT_RECIPE, load_recipe
+        from ..builder.build import BuildOptions, build_model_set
+        from ..builder.recipe import DEFAULT_RECIPE, load_recipe
 
         rec = load_recipe(recipe) if recipe else DEFAULT_RECIPE
         opts = BuildOptions(
@@ -79,9 +95,11 @@ def models_build(
             backbone=backbone,
             revision=revision,
             precisions=tuple(precision) if precision else None,
-            geoclip_dir=geoclip_dir,
+            geoclip=geoclip,
             calibration_dir=calibration,
-            local_files_only=offline or os.environ.get("HF_HUB_OFFLINE") == "1",
+            offline=offline,
+            # Running the build command is the user's consent to its downloads.
+            allow_download=True,
             force=force,
             gallery_limit=gallery_limit,
         )

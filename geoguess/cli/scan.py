@@ -179,7 +179,7 @@ def scan_cmd(
         out_format = output_format(None if to_stdout else output, fmt)
         check_folder(folder)  # before the model loads, so a typo costs nothing
         geo = open_geolocator(
-            model, precision, device, gallery, verbose, search, beam, exact_decode
+            model, precision, device, gallery, verbose, search, beam, exact_decode, yes=yes
         )
         refiner = None
         if llm:
