@@ -41,7 +41,7 @@ class ModelIntegrityError(SetupError):
 
 
 class ExportError(SetupError):
-    """Building a model set failed (missing export extra, bad backbone, ...)."""
+    """Building a model set failed (a bad backbone, unreadable weights, a failed download, ...)."""
 
 
 class InputError(GeoguessError):

@@ -105,7 +105,7 @@ def test_backbone_specs_are_checked_before_any_work(tmp_path):
     with pytest.raises(UsageError, match="no such backbone folder"):
         backbone_kind(str(tmp_path / "missing"))
     (tmp_path / "empty").mkdir()
-    with pytest.raises(UsageError, match="no config.json"):
+    with pytest.raises(UsageError, match=r"no config\.json"):
         backbone_kind(str(tmp_path / "empty"))
 
 
@@ -161,6 +161,7 @@ def test_build_without_consent_names_the_downloads(monkeypatch, tmp_path):
     from geoguess.errors import SetupError
 
     monkeypatch.setattr(geoclip_weights, "GEOCLIP_PACKAGE", "geoclip_not_installed_here")
-    with pytest.raises(SetupError, match="needs downloads .*geoclip-1.3.0.*geoguess models build"):
+    expected = r"needs downloads .*geoclip-1\.3\.0.*geoguess models build"
+    with pytest.raises(SetupError, match=expected):
         build_model_set(BuildOptions(backbone="random:tiny"))
     assert not (Path(tmp_path) / "nothing").exists()

@@ -295,11 +295,11 @@ def _open_sources(plan: BuildPlan, opts: BuildOptions, rep: Reporter) -> _Source
 
         folder, prov = fetch_backbone(
             spec,
-            plan.hub_commit or plan.recipe.backbone_revision,
+            plan.recipe.backbone_revision,
+            commit=plan.hub_commit,
             offline=plan.offline,
             reporter=rep,
         )
-        prov["requested"] = plan.recipe.backbone_revision
         backbone = open_folder(folder, prov)
     geoclip = load_geoclip(
         opts.geoclip, allow_download=opts.allow_download, offline=plan.offline, reporter=rep

@@ -16,7 +16,7 @@ import contextlib
 import hashlib
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -191,19 +191,25 @@ def fetch_backbone(
     repo_id: str,
     revision: str | None = None,
     *,
+    commit: str | None = None,
     offline: bool = False,
     reporter: Reporter | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Download (or find in the cache) the files a build needs, check them, and say where.
 
+    ``commit``, when given, is what ``revision`` resolved to when the user agreed to the
+    download: fetched even if the branch has moved since, and recorded as the branch's ref
+    so that a later offline build finds it.
     Returns the snapshot folder for the resolved commit and the provenance to record.
     When the hub cannot be reached, a complete cached copy of the revision is used.
     """
     reporter = reporter or Reporter()
     endpoint = _endpoint()
     offline = offline or _env_offline()
+    requested = revision or "main"
     try:
-        plan = plan_backbone(repo_id, revision, offline=offline)
+        plan = plan_backbone(repo_id, commit or requested, offline=offline)
+        plan = replace(plan, requested=requested)
     except _HubUnreachable as exc:
         try:
             plan = _plan_from_cache(repo_id, revision or "main")
