@@ -2,11 +2,11 @@
 
 Every variant runs in its own child process, so each one's peak memory and cold start
 are its own, and all of them run in one invocation on the same photos, so the ratios
-compare like with like. The reference is the upstream ``geoclip`` package's
-``GeoCLIP.predict()``; it needs the reference extra (torch, transformers) and
-the geoclip package). Models built from a random backbone (``--backbone random:vit-l14``) cost the
-same FLOPs as the real ViT-L/14 and are what this machine can measure; their answers
-are never shown.
+compare like with like. The reference, the upstream ``geoclip`` package's
+``GeoCLIP.predict()``, needs PyTorch, so its worker lives outside the package
+(benchmarks/reference_worker.py) and is started only when asked for. Models built
+from a random backbone (``--backbone random:vit-l14``) cost the same FLOPs as the real
+ViT-L/14 and are what this machine can measure; their answers are never shown.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ class LatencyRow:
     notes: dict[str, Any] = field(default_factory=dict)
 
 
-def _peak_rss_mb() -> float:
+def peak_rss_mb() -> float:
     # ru_maxrss is KiB on Linux, bytes on macOS.
     scale = 1 if sys.platform == "darwin" else 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 1e6
@@ -101,46 +101,7 @@ class _GeoguessVariant:
         ]
 
     def finish(self, args: dict[str, Any]) -> dict[str, Any]:
-        return {"peak_rss_mb": _peak_rss_mb(), "embeddings": self.embed(args["photos"])}
-
-
-class _ReferenceVariant:
-    def __init__(self, args: dict[str, Any]) -> None:
-        import warnings
-
-        warnings.simplefilter("ignore")
-        import torch
-        from geoclip import GeoCLIP
-
-        torch.manual_seed(0)
-        clip = args.get("clip_path")
-        if clip:
-            self.model = GeoCLIP(from_pretrained=True, clip_path=clip)
-        else:
-            # Full ViT-L/14 geometry with random weights (the real one cannot always be
-            # downloaded): the same FLOPs as upstream, with GeoCLIP's released head,
-            # location encoder, logit scale and gallery loaded exactly as upstream does.
-            self.model = GeoCLIP(from_pretrained=False, clip_pretrained=False)
-            self.model.weights_folder = os.path.join(
-                os.path.dirname(sys.modules[GeoCLIP.__module__].__file__), "weights"
-            )
-            self.model._load_weights()
-        self.model.eval()
-        torch.set_grad_enabled(False)  # predict() is no_grad already; this covers set-up
-        self.model.predict(args["photos"][0], top_k=5)
-        self.ready = {
-            "cold_s": time.time() - float(args["t0"]),
-            "provider": "torch-cpu",
-            "torch_threads": torch.get_num_threads(),
-        }
-
-    def time(self, photo: str) -> float:
-        start = time.perf_counter()
-        self.model.predict(photo, top_k=5)
-        return time.perf_counter() - start
-
-    def finish(self, args: dict[str, Any]) -> dict[str, Any]:
-        return {"peak_rss_mb": _peak_rss_mb()}
+        return {"peak_rss_mb": peak_rss_mb(), "embeddings": self.embed(args["photos"])}
 
 
 class _ScanVariant:
@@ -179,20 +140,26 @@ class _ScanVariant:
         return time.perf_counter() - start
 
     def finish(self, args: dict[str, Any]) -> dict[str, Any]:
-        return {"peak_rss_mb": _peak_rss_mb()}
+        return {"peak_rss_mb": peak_rss_mb()}
 
 
-VARIANTS = {"geoguess": _GeoguessVariant, "reference": _ReferenceVariant, "scan": _ScanVariant}
+VARIANTS: dict[str, type] = {"geoguess": _GeoguessVariant, "scan": _ScanVariant}
 
 
-def _serve(kind: str) -> None:
-    """Child side: set up from the first request line, then answer one line per line."""
+def serve(variant_class: type) -> None:
+    """Child side: set up from the first request line, then answer one line per line.
+
+    A variant is a class built from the set-up arguments, with a ``ready`` dict (at least
+    ``cold_s`` and ``provider``; ``notes`` is copied into the row), ``time(photo)``
+    returning seconds, and ``finish(args)`` returning at least ``peak_rss_mb``. Worker
+    scripts outside the package (the PyTorch reference in benchmarks/) call this.
+    """
     # Replies travel on the original stdout; anything a library prints goes to stderr.
     replies = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     args = json.loads(sys.stdin.readline())
-    variant = VARIANTS[kind](args)
+    variant = variant_class(args)
     replies.write(json.dumps(variant.ready) + "\n")
     for line in sys.stdin:
         msg = json.loads(line)
@@ -211,14 +178,17 @@ class _Child:
     #: threads (ONNX Runtime and OpenMP spin for a while after a call) have gone idle.
     SETTLE_S = 0.2
 
-    def __init__(self, kind: str, args: dict[str, Any], timeout: float) -> None:
+    def __init__(
+        self, kind: str, args: dict[str, Any], timeout: float, script: Path | None = None
+    ) -> None:
         self.kind = kind
         self.timeout = timeout
         # Kept open for the child's lifetime and closed in close(): no `with` fits.
         self._stderr = tempfile.TemporaryFile("w+")  # noqa: SIM115
         payload = dict(args, t0=time.time())
+        command = [str(script)] if script else ["-m", __name__, kind]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "geoguess.bench", kind],
+            [sys.executable, *command],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
@@ -362,7 +332,7 @@ def bench_latency(
     *,
     precisions: Sequence[str] = ("fp32", "int8"),
     device: str = "cpu",
-    reference: bool = True,
+    reference: Path | None = None,
     repeats: int = 2,
     rounds: int = 1,
     reference_clip: Path | None = None,
@@ -375,7 +345,9 @@ def bench_latency(
     then they take turns: per photo, the reference once, then each geoguess precision
     ``repeats`` times, for ``rounds`` passes over the photos. Timing them side by side
     rather than one after the other keeps a slow spell of a shared machine from
-    landing on one variant only. ``reference_clip`` is a CLIP folder for the reference
+    landing on one variant only. ``reference`` is a worker script serving the reference
+    (benchmarks/reference_worker.py in a source checkout: it needs PyTorch and geoclip,
+    which geoguess itself never imports); ``reference_clip`` is a CLIP folder for it
     (default: the ViT-L/14 geometry with random weights).
     """
     rep = reporter or Reporter()
@@ -407,15 +379,16 @@ def bench_latency(
                     "reference",
                     {"photos": paths, "clip_path": str(reference_clip) if reference_clip else None},
                     timeout,
+                    script=reference,
                 )
             rows["reference"] = LatencyRow(
                 "reference",
-                "torch-cpu",
+                child.ready["provider"],
                 len(paths),
                 0.0,
                 child.ready["cold_s"],
                 0.0,
-                notes={"torch_threads": child.ready["torch_threads"]},
+                notes=dict(child.ready.get("notes", {})),
             )
         order = (["reference"] if reference else []) + list(precisions)
         times = {v: {} for v in order}
@@ -471,4 +444,4 @@ def rows_to_dicts(rows: Sequence[Any]) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    _serve(sys.argv[1])
+    serve(VARIANTS[sys.argv[1]])

@@ -18,6 +18,7 @@ from geoguess.errors import SetupError
 from geoguess.reporting import LoggingReporter
 
 PHOTOS = ["gps_DSCN0010.jpg", "mei_FujiFilm_FinePixS2Pro.jpg"]
+REFERENCE_WORKER = Path(__file__).resolve().parents[1] / "benchmarks" / "reference_worker.py"
 
 
 def test_latency_against_the_reference(
@@ -31,6 +32,7 @@ def test_latency_against_the_reference(
         [photo],
         precisions=("fp32", "int8"),
         repeats=2,
+        reference=REFERENCE_WORKER,
         reference_clip=tiny_backbone_dir,
         reporter=LoggingReporter(),
     )
@@ -61,13 +63,13 @@ def test_a_failing_worker_is_a_setup_error_with_its_reason(
     tiny_home: Path, photos_dir: Path
 ) -> None:
     with pytest.raises(SetupError, match=r"failed.*no-such-model"):
-        bench_latency("no-such-model", [photos_dir / PHOTOS[0]], reference=False)
+        bench_latency("no-such-model", [photos_dir / PHOTOS[0]])
     with pytest.raises(SetupError, match=r"benchmark scan worker failed.*no-such-model"):
         bench_scan("no-such-model", [photos_dir / PHOTOS[0]], n_files=1)
 
 
 def test_bench_command_json(tiny_home: Path, photos_dir: Path) -> None:
-    args = ["bench", "-m", "tiny", "--no-reference", "--repeats", "1", "--rounds", "2"]
+    args = ["bench", "-m", "tiny", "--repeats", "1", "--rounds", "2"]
     args += ["--scan-files", "3", "--batch-size", "2", "--json"]
     for p in PHOTOS:
         args += ["--photos", str(photos_dir / p)]

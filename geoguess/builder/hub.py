@@ -212,7 +212,7 @@ def fetch_backbone(
         plan = replace(plan, requested=requested)
     except _HubUnreachable as exc:
         try:
-            plan = _plan_from_cache(repo_id, revision or "main")
+            plan = _plan_from_cache(repo_id, requested)
         except ExportError:
             raise exc from exc.__cause__
         reporter.message(

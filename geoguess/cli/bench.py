@@ -59,8 +59,16 @@ def bench_inference(
     ] = None,
     device: DeviceOpt = "cpu",
     reference: Annotated[
-        bool, typer.Option("--reference/--no-reference", help="Also time geoclip's predict().")
-    ] = True,
+        Path | None,
+        typer.Option(
+            "--reference",
+            exists=True,
+            dir_okay=False,
+            help="Also time geoclip's predict(), served by this worker script "
+            "(benchmarks/reference_worker.py in a source checkout; needs PyTorch and geoclip).",
+            show_default=False,
+        ),
+    ] = None,
     repeats: Annotated[
         int,
         typer.Option(
@@ -93,19 +101,20 @@ def bench_inference(
 ) -> None:
     """Per-image latency (warm and cold), peak memory and scan throughput.
 
-    Times the reference geoclip predict() (it re-encodes the 100K gallery on every call)
-    and geoguess at each precision on the same photos in one run, each in its own
-    process, taking turns photo by photo, and prints the ratios. Build a benchmark
-    model with the real ViT-L/14 geometry first if the real weights cannot be
-    downloaded:
+    Times geoguess at each precision, and with --reference the reference geoclip
+    predict() (it re-encodes the 100K gallery on every call), on the same photos in
+    one run, each in its own process, taking turns photo by photo, and prints the
+    ratios. Build a benchmark model with the real ViT-L/14 geometry first if the real
+    weights cannot be downloaded:
 
       geoguess models build --backbone random:vit-l14 --name bench-vitl14
 
     [bold]Examples[/]
 
-      geoguess bench --photos ~/Pictures/sample -m bench-vitl14
+      geoguess bench --photos ~/Pictures/sample -m bench-vitl14 \\
+          --reference benchmarks/reference_worker.py
 
-      geoguess bench --photos a.jpg --no-reference --json
+      geoguess bench --photos a.jpg --json
     """
     if ctx.invoked_subcommand is not None:
         return
