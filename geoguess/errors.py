@@ -63,3 +63,29 @@ class UsageError(GeoguessError):
     """Arguments that cannot work together, or a value out of range."""
 
     exit_code = 2
+
+
+def one_line(what: BaseException | str | None, limit: int | None = None) -> str:
+    """An exception or text as one line: whitespace runs (newlines, carriage returns)
+    made single spaces, the exception's type when it has no message, cut at ``limit``.
+
+    Every message geoguess shows or writes in a row is one line, so a row of a CSV or a
+    line of a log stays one line whatever a library put in its message.
+    """
+    text = " ".join(str(what or "").split())
+    if not text and isinstance(what, BaseException):
+        text = type(what).__name__
+    if limit is not None and len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return text
+
+
+def os_reason(exc: OSError) -> str:
+    """Why an operating-system call failed, in a user's words ("permission denied")."""
+    if isinstance(exc, FileNotFoundError):
+        return "no such file"
+    if isinstance(exc, IsADirectoryError):
+        return "is a directory"
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    return (exc.strerror or str(exc) or type(exc).__name__).lower()

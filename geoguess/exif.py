@@ -34,8 +34,8 @@ from typing import Any, Literal, NamedTuple, TypeVar
 import exifread
 from PIL import Image
 
-from geoguess.errors import ImageError
-from geoguess.images import default_name, opened_image, quiet_pillow
+from geoguess.errors import ImageError, one_line, os_reason
+from geoguess.images import default_name, open_regular_file, opened_image, quiet_pillow
 
 __all__ = [
     "GPS",
@@ -226,7 +226,7 @@ def read_metadata(source: MetadataSource, *, name: str | None = None) -> PhotoMe
     try:
         return _read(source, label)
     except Exception as exc:  # metadata must never make a photo fail
-        return PhotoMetadata(gps_problem=f"metadata could not be read ({_one_line(exc)})")
+        return PhotoMetadata(gps_problem=f"metadata could not be read ({one_line(exc)})")
 
 
 class _RawGps(NamedTuple):
@@ -265,9 +265,9 @@ def _attempt(reader: Callable[..., _T], *args: Any) -> tuple[_T | None, str | No
     except ImageError as exc:
         return None, exc.problem
     except OSError as exc:
-        return None, _os_reason(exc)
+        return None, os_reason(exc)
     except Exception as exc:  # EXIF parsers choke on corrupt data
-        return None, _one_line(exc)
+        return None, one_line(exc)
 
 
 def _read(source: MetadataSource, label: str) -> PhotoMetadata:
@@ -317,7 +317,7 @@ def _from_exifread(source: MetadataSource) -> _Found:
     if isinstance(source, (bytes, bytearray, memoryview)):
         stream: io.BufferedIOBase | io.BytesIO = io.BytesIO(bytes(source))
     else:
-        stream = open(Path(source), "rb")  # noqa: SIM115 - closed just below
+        stream = open_regular_file(Path(source), os.fsdecode(source))  # type: ignore[assignment]
     with stream:
         tags = exifread.process_file(stream, details=False, extract_thumbnail=False)
 
@@ -373,7 +373,7 @@ def _from_pillow(source: MetadataSource, label: str) -> _Found:
             try:
                 block: Mapping[int, Any] = exif.get_ifd(_GPS_IFD)
             except Exception as exc:  # corrupt offsets, bad types, ...
-                found.gps_error = _one_line(exc)
+                found.gps_error = one_line(exc)
             else:
                 found.gps = _RawGps(
                     block.get(_GPS_LAT),
@@ -486,18 +486,3 @@ def _camera(make: str | None, model: str | None) -> str | None:
             return model
         return f"{make} {model}"
     return model or make
-
-
-def _os_reason(exc: OSError) -> str:
-    if isinstance(exc, FileNotFoundError):
-        return "no such file"
-    if isinstance(exc, IsADirectoryError):
-        return "is a directory"
-    if isinstance(exc, PermissionError):
-        return "permission denied"
-    return (exc.strerror or str(exc) or type(exc).__name__).lower()
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__

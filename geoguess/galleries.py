@@ -6,28 +6,27 @@ A gallery is ``galleries/<name>/`` in the model set: ``coords.npy`` (N, 2) lat/l
 :mod:`geoguess.tree`). Every file is listed in ``manifest.json`` with its sha256.
 
 Everything here runs on ONNX Runtime (the model set's location encoder); torch is not
-needed. Changes are made safely: new files are written to a hidden folder and renamed
-into place, and the manifest is replaced atomically (temporary file + ``os.replace``).
+needed. Changes are made safely (geoguess.atomic): new files are written to a private
+folder and renamed into place, and the manifest is replaced in one step.
 """
 
 from __future__ import annotations
 
 import csv
-import json
-import os
 import re
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import atomic
 from .errors import InputError, UsageError
-from .manifest import MANIFEST_NAME, describe_files, load_manifest
+from .manifest import describe_files, load_manifest, write_manifest
 from .reporting import Reporter
 from .store import InstalledModel, get_model, remember_verified
-from .tree import TreeConfig, auto_levels, build_tree
+from .tree import TreeConfig, auto_levels
+from .tree_build import build_tree
 
 if TYPE_CHECKING:
     from .encoders import LocationEncoder
@@ -123,22 +122,10 @@ def default_tree_fields(
 
 def _rewrite_manifest(model_dir: Path, mutate: Callable[[dict[str, Any]], None]) -> None:
     """Apply ``mutate`` to the raw manifest and replace the file atomically."""
-    path = model_dir / MANIFEST_NAME
-    raw = json.loads(path.read_text(encoding="utf-8"))
+    # Read through its checksum: a damaged manifest must never be sealed again as good.
+    raw = load_manifest(model_dir).raw
     mutate(raw)
-    tmp = model_dir / f".{MANIFEST_NAME}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(raw, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _swap_in(staged: Path, final: Path) -> Path | None:
-    """Rename ``staged`` to ``final``; an existing ``final`` moves aside (returned)."""
-    trash = None
-    if final.exists():
-        trash = final.with_name(f".trash-{final.name}-{os.getpid()}")
-        os.replace(final, trash)
-    os.replace(staged, final)
-    return trash
+    write_manifest(model_dir, raw)
 
 
 def _encoder(model: InstalledModel) -> LocationEncoder:
@@ -180,9 +167,7 @@ def build_gallery_tree(
     coords = np.load(installed.file(entry["coords"]), allow_pickle=False)
     config = tree_config(levels, len(embeddings), features=features, node=node, seed=seed)
     gdir = Path(entry["embeddings"]).parent.as_posix()
-    staged_name = f".{config.dirname}.tmp-{os.getpid()}"
-    staged = installed.path / gdir / staged_name
-    try:
+    with atomic.private_folder(installed.path / gdir, config.dirname) as staged:
         tree_entry = build_tree_files(
             staged,
             f"{gdir}/{config.dirname}",
@@ -198,9 +183,7 @@ def build_gallery_tree(
                 staged, [Path(f).name for f in tree_entry["files"]]
             ).items()
         }
-        trash = _swap_in(staged, installed.path / tree_entry["dir"])
-    finally:
-        shutil.rmtree(staged, ignore_errors=True)
+        atomic.publish_folder(staged, installed.path / tree_entry["dir"], replace=True)
 
     def mutate(raw: dict[str, Any]) -> None:
         g = raw["galleries"][name]
@@ -214,8 +197,6 @@ def build_gallery_tree(
             g["default_tree"] = config.key
 
     _rewrite_manifest(installed.path, mutate)
-    if trash is not None:
-        shutil.rmtree(trash, ignore_errors=True)
     # The files were hashed a moment ago; record them so the first search does not rehash.
     remember_verified(installed.path, load_manifest(installed.path), only=set(table))
     return {"key": config.key, "gallery": name, **tree_entry}
@@ -305,9 +286,7 @@ def add_gallery(
     config = tree_config(levels, len(coords))
     gdir = f"{GALLERY_DIR}/{name}"
     root = installed.path
-    staged = root / GALLERY_DIR / f".staging-{name}-{os.getpid()}"
-    try:
-        staged.mkdir(parents=True)
+    with atomic.private_folder(root / GALLERY_DIR, name) as staged:
         np.save(staged / "coords.npy", coords, allow_pickle=False)
         np.save(staged / "embeddings.npy", embeddings, allow_pickle=False)
         entry: dict[str, Any] = {
@@ -332,9 +311,7 @@ def add_gallery(
         entry["default_tree"] = config.key
         rels = [p.relative_to(staged).as_posix() for p in staged.rglob("*") if p.is_file()]
         table = {f"{gdir}/{rel}": v for rel, v in describe_files(staged, rels).items()}
-        trash = _swap_in(staged, root / gdir)
-    finally:
-        shutil.rmtree(staged, ignore_errors=True)
+        atomic.publish_folder(staged, root / gdir, replace=True)
 
     def mutate(raw: dict[str, Any]) -> None:
         for rel in [r for r in raw["files"] if r.startswith(gdir + "/")]:
@@ -343,8 +320,6 @@ def add_gallery(
         raw.setdefault("galleries", {})[name] = entry
 
     _rewrite_manifest(root, mutate)
-    if trash is not None:
-        shutil.rmtree(trash, ignore_errors=True)
     remember_verified(root, load_manifest(root), only=set(table))
     return {"name": name, **entry}
 
@@ -388,7 +363,4 @@ def remove_gallery(name: str, *, model: str | None = None) -> None:
 
     # Manifest first: a set must never list files that are gone.
     _rewrite_manifest(installed.path, mutate)
-    trash = folder.with_name(f".trash-{folder.name}-{os.getpid()}")
-    if folder.exists():
-        os.replace(folder, trash)
-        shutil.rmtree(trash, ignore_errors=True)
+    atomic.discard(folder)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +14,7 @@ from .encoders import ImageEncoder, LocationEncoder, l2_normalize
 from .errors import UsageError
 from .preprocess import Preprocess
 from .providers import providers_for
-from .search import FlatSearch, SearchResult
+from .search import FlatSearch, Searcher, SearchResult
 from .store import InstalledModel, get_model
 
 if TYPE_CHECKING:
@@ -40,7 +40,27 @@ class Prediction:
 class Gallery:
     name: str
     coords: np.ndarray  # (N, 2) float32 lat/lon
-    embeddings: np.ndarray  # (N, D) float16, normalised, memory-mapped
+    open_embeddings: Callable[[], np.ndarray] = field(repr=False, compare=False)
+
+    @cached_property
+    def embeddings(self) -> np.ndarray:
+        """(N, D) float16, normalised, memory-mapped; checked and opened on first use,
+        so a start that finds the float32 copy in the derived cache never reads them."""
+        return self.open_embeddings()
+
+
+#: ``search="auto"`` uses a gallery's tree from this size on, flat search below it.
+#: Measured with ``geoguess bench search`` (README): the tree meets its targets on 100K
+#: and 1M points, but on 100K exact search costs ~12-19 ms against ~700 ms for the
+#: ViT-L/14 image encoder, so exactness (and GeoCLIP's own probabilities) win there; on
+#: 1M it costs ~190 ms and 2 GB of fp32 RAM against ~0.5 ms for the tree.
+AUTO_TREE_MIN_POINTS = 500_000
+SEARCH_MODES = ("auto", "flat", "tree")
+
+
+def _check_search_mode(mode: str) -> None:
+    if mode not in SEARCH_MODES:
+        raise UsageError(f"search must be auto, flat or tree, got {mode!r}")
 
 
 def default_precision(model: InstalledModel, on_cuda: bool) -> str:
@@ -94,8 +114,7 @@ class Geolocator:
             )
         self.preprocess = Preprocess.from_manifest(manifest.preprocess)
         self.logit_scale = manifest.logit_scale
-        if search not in ("auto", "flat", "tree"):
-            raise UsageError(f"search must be auto, flat or tree, got {search!r}")
+        _check_search_mode(search)
         if beam is not None and beam < 1:
             raise UsageError(f"beam must be at least 1, got {beam}")
         self.search_mode = search
@@ -132,8 +151,12 @@ class Geolocator:
     def gallery(self) -> Gallery:
         entry = self.model.manifest.galleries[self.gallery_name]
         coords = np.load(self.model.file(entry["coords"]), allow_pickle=False)
-        emb = np.load(self.model.file(entry["embeddings"]), mmap_mode="r", allow_pickle=False)
-        return Gallery(self.gallery_name, coords, emb)
+
+        def embeddings() -> np.ndarray:
+            path = self.model.file(entry["embeddings"])
+            return np.load(path, mmap_mode="r", allow_pickle=False)
+
+        return Gallery(self.gallery_name, coords, embeddings)
 
     @cached_property
     def gallery_vectors(self) -> np.ndarray:
@@ -146,17 +169,46 @@ class Geolocator:
     @cached_property
     def flat(self) -> FlatSearch:
         rel = self.model.manifest.galleries[self.gallery_name]["embeddings"]
+        gallery = self.gallery
         wide = derived.float32_embeddings(
-            self.gallery.embeddings, self.model.manifest.files[rel].sha256
+            lambda: gallery.embeddings, self.model.manifest.files[rel].sha256
         )
         return FlatSearch(wide, self.logit_scale)
 
     @cached_property
-    def searcher(self) -> Any:
-        """FlatSearch or TreeSearch, as ``search`` asks (``auto``: see geoguess.tree)."""
-        from .tree import open_searcher
+    def searcher(self) -> Searcher:
+        """FlatSearch or TreeSearch, as ``search`` and ``beam`` ask (see open_searcher)."""
+        return self.open_searcher(self.search_mode, self.beam)
 
-        return open_searcher(self, self.search_mode, self.beam)
+    def open_searcher(self, mode: str = "auto", beam: int | None = None) -> Searcher:
+        """The search over this gallery: ``flat``, ``tree`` or ``auto``.
+
+        ``auto`` picks the gallery's tree when it has one and either the gallery has at
+        least :data:`AUTO_TREE_MIN_POINTS` points or a beam was asked for; otherwise flat.
+        """
+        _check_search_mode(mode)
+        if mode == "flat":
+            return self.flat
+        entry = self.model.manifest.galleries[self.gallery_name]
+        trees = entry.get("trees", {})
+        key = entry.get("default_tree")
+        large = int(entry.get("size") or 0) >= AUTO_TREE_MIN_POINTS
+        if mode == "auto" and (not (large or beam) or key not in trees):
+            return self.flat
+        if key not in trees:
+            raise UsageError(
+                f"gallery {self.gallery_name!r} of model set {self.model.name!r} has no "
+                f"search tree; build one with: geoguess models tree --gallery {self.gallery_name}"
+            )
+        from .tree import Tree
+        from .tree_search import TreeSearch
+
+        folder = str(trees[key]["dir"])
+        # Every tree file is checked against the manifest's sha256 before use.
+        tree = Tree.load(
+            self.model.path / folder, open_file=lambda name: self.model.file(f"{folder}/{name}")
+        )
+        return TreeSearch(tree, self.logit_scale, beam=beam)
 
     @property
     def provider(self) -> str:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from PIL import Image, UnidentifiedImageError
 
-from geoguess.errors import ImageError
+from geoguess.errors import ImageError, one_line, os_reason
 
 if TYPE_CHECKING:
     import numpy as np
@@ -30,6 +30,7 @@ __all__ = [
     "ImageSource",
     "ensure_heif_opener",
     "load_image",
+    "open_regular_file",
     "opened_image",
     "quiet_pillow",
 ]
@@ -41,6 +42,8 @@ SUPPORTED_SUFFIXES: frozenset[str] = frozenset(
         ".tif", ".tiff",
         ".webp",
         ".heic", ".heif", ".hif",
+        ".avif",
+        ".jxl",
         ".bmp",
         ".gif",
     }
@@ -51,6 +54,14 @@ SUPPORTED_SUFFIXES: frozenset[str] = frozenset(
 #: make us allocate gigabytes (120 MP of RGB is 360 MB).
 DEFAULT_MAX_PIXELS = 120_000_000
 
+#: Largest file (or stdin stream) read. Far above any camera file, even a 120 MP 16-bit
+#: uncompressed TIFF (720 MB); below it, the pixel limit bounds memory.
+MAX_FILE_BYTES = 1 << 30
+
+#: Longest side over shortest side accepted. Stitched 360-degree panoramas reach about
+#: 12:1; beyond this an image is a strip, not a photo of a place.
+MAX_ASPECT_RATIO = 100
+
 #: What load_image accepts: a path, the raw bytes of a file, or a binary stream (stdin).
 ImageSource = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO
 
@@ -59,9 +70,13 @@ STDIN_NAME = "<stdin>"
 # Pillow format names we decode. Restricting Image.open to these keeps Pillow's rarely
 # used (and less hardened) plugins away from untrusted input. JPEGs with a multi-picture
 # extension (many phones and cameras) open through "JPEG" and come back as "MPO".
-_FORMATS = ("JPEG", "PNG", "TIFF", "WEBP", "BMP", "GIF")
+_FORMATS = ("JPEG", "PNG", "TIFF", "WEBP", "BMP", "GIF", "AVIF")
 _HEIF_FORMAT = "HEIF"
+_JXL_FORMAT = "JXL"
 _HEIF_SUFFIXES = frozenset({".heic", ".heif", ".hif"})
+_JXL_SUFFIXES = frozenset({".jxl"})
+# A bare JPEG XL codestream, and the ISO-BMFF container's signature box.
+_JXL_SIGNATURES = (b"\xff\x0a", b"\x00\x00\x00\x0cJXL \r\n\x87\n")
 # The ISO-BMFF brands pillow-heif accepts: lets HEIC arriving on stdin, or misnamed as
 # .jpg, be recognised without importing pillow-heif for every other photo.
 _HEIF_BRANDS = frozenset(
@@ -88,6 +103,7 @@ _ORIENTATION_TRANSPOSE = {
 
 _heif_lock = threading.Lock()
 _heif_available: bool | None = None
+_jxl_available: bool | None = None
 
 
 def ensure_heif_opener() -> bool:
@@ -108,6 +124,22 @@ def ensure_heif_opener() -> bool:
                     register_heif_opener()
                     _heif_available = True
     return _heif_available
+
+
+def ensure_jxl_opener() -> bool:
+    """Register the JPEG XL plugin (``pillow-jxl-plugin``, the ``[jxl]`` extra) on first
+    use; return whether JPEG XL can be opened."""
+    global _jxl_available
+    if _jxl_available is None:
+        with _heif_lock:
+            if _jxl_available is None:
+                try:
+                    import pillow_jxl  # noqa: F401 - registers the JXL format on import
+                except ImportError:
+                    _jxl_available = False
+                else:
+                    _jxl_available = True
+    return _jxl_available
 
 
 def default_name(source: ImageSource) -> str:
@@ -142,6 +174,12 @@ def load_image(
         width, height = im.size
         if max_pixels is not None and width * height > max_pixels:
             raise ImageError(label, _too_large(width * height, max_pixels, (width, height)))
+        if min(width, height) < 1 or max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+            raise ImageError(
+                label,
+                f"image is {width}x{height} pixels, a strip rather than a photo "
+                f"(sides over {MAX_ASPECT_RATIO}:1 are refused)",
+            )
         if target_size is not None and im.format in _JPEG_FORMATS:
             # libjpeg can decode straight to 1/2, 1/4 or 1/8 scale (DCT scaling), which
             # makes a 24 MP JPEG decode several times faster and with an eighth of the
@@ -174,13 +212,27 @@ def opened_image(
             header = fp.read(16)
             fp.seek(0)
         except OSError as exc:
-            raise ImageError(label, f"cannot read file ({_os_reason(exc)})") from None
+            raise ImageError(label, f"cannot read file ({os_reason(exc)})") from None
         if not header:
             raise ImageError(label, "file is empty")
         wants_heif = suffix in _HEIF_SUFFIXES or _looks_like_heif(header)
         if wants_heif and not ensure_heif_opener():
             raise ImageError(label, "HEIC/HEIF photos need the pillow-heif package")
-        formats = _FORMATS + ((_HEIF_FORMAT,) if _heif_available else ())
+        wants_jxl = suffix in _JXL_SUFFIXES or header.startswith(_JXL_SIGNATURES)
+        if wants_jxl and not ensure_jxl_opener():
+            raise ImageError(
+                label,
+                "JPEG XL photos need the pillow-jxl-plugin package: pip install 'geoguess[jxl]'",
+            )
+        if _is_bmff(header):
+            # libheif and libavif decode what they have of a file cut short and fill the
+            # rest (often solid green) without an error; the boxes' sizes tell.
+            _check_boxes(fp, label)
+        formats = (
+            _FORMATS
+            + ((_HEIF_FORMAT,) if _heif_available else ())
+            + ((_JXL_FORMAT,) if _jxl_available else ())
+        )
         try:
             with quiet_pillow():
                 im = Image.open(fp, formats=formats)
@@ -202,46 +254,117 @@ def _open_source(source: ImageSource, label: str) -> tuple[BinaryIO, str]:
     if isinstance(source, (bytes, bytearray, memoryview)):
         return io.BytesIO(bytes(source)), ""
     if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        try:
-            fp = open(path, "rb")  # noqa: SIM115 - closed by opened_image
-        except FileNotFoundError:
-            raise ImageError(label, "no such file") from None
-        except IsADirectoryError:
-            raise ImageError(label, "is a directory") from None
-        except PermissionError:
-            # Windows reports a directory as a permission problem.
-            problem = "is a directory" if path.is_dir() else "permission denied"
-            raise ImageError(label, problem) from None
-        except OSError as exc:
-            raise ImageError(label, f"cannot read file ({_os_reason(exc)})") from None
-        try:
-            mode = os.fstat(fp.fileno()).st_mode
-            if stat.S_ISDIR(mode):
-                raise ImageError(label, "is a directory")
-            if not stat.S_ISREG(mode):
-                # Pipes and devices (/dev/stdin, process substitution) cannot seek,
-                # which Pillow needs.
-                data = fp.read()
-                fp.close()
-                return io.BytesIO(data), path.suffix.lower()
-        except ImageError:
-            fp.close()
-            raise
-        except OSError as exc:
-            fp.close()
-            raise ImageError(label, f"cannot read file ({_os_reason(exc)})") from None
-        return fp, path.suffix.lower()
+        return open_regular_file(Path(source), label), Path(source).suffix.lower()
     read = getattr(source, "read", None)
     if read is None:
         raise TypeError(f"cannot load an image from {type(source).__name__}")
     try:
-        data = read()
+        data = read(MAX_FILE_BYTES + 1)
     except OSError as exc:
-        raise ImageError(label, f"cannot read input ({_os_reason(exc)})") from None
+        raise ImageError(label, f"cannot read input ({os_reason(exc)})") from None
     if not isinstance(data, (bytes, bytearray)):
         raise ImageError(label, "input is a text stream; binary image data is needed")
+    if len(data) > MAX_FILE_BYTES:
+        raise ImageError(label, f"input is over the {MAX_FILE_BYTES >> 20} MiB limit")
     return io.BytesIO(bytes(data)), ""
+
+
+_FILE_KINDS = (
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _not_regular(mode: int) -> str | None:
+    """Why a file of this mode is not decoded, or None for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "is a directory"
+    kind = next((name for test, name in _FILE_KINDS if test(mode)), "a special file")
+    # Reading one can block for ever (a FIFO) or never end (/dev/zero).
+    return f"is {kind}, not a regular file"
+
+
+def open_regular_file(path: Path, label: str) -> BinaryIO:
+    """Open a regular file for reading; ImageError naming ``label`` for anything else
+    (FIFOs, devices, folders, files over :data:`MAX_FILE_BYTES`), before reading it."""
+    try:
+        problem = _not_regular(os.stat(path).st_mode)
+    except FileNotFoundError:
+        # A dangling symlink stats as missing too.
+        raise ImageError(label, "no such file") from None
+    except PermissionError:
+        raise ImageError(label, "permission denied") from None
+    except OSError as exc:
+        raise ImageError(label, f"cannot read file ({os_reason(exc)})") from None
+    if problem:
+        raise ImageError(label, problem)
+    # O_NONBLOCK: should the file be swapped for a FIFO after the check, opening it must
+    # not wait for a writer; the fstat below then refuses it.
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise ImageError(label, "no such file") from None
+    except IsADirectoryError:
+        raise ImageError(label, "is a directory") from None
+    except PermissionError:
+        # Windows reports a directory as a permission problem.
+        problem = "is a directory" if path.is_dir() else "permission denied"
+        raise ImageError(label, problem) from None
+    except OSError as exc:
+        raise ImageError(label, f"cannot read file ({os_reason(exc)})") from None
+    try:
+        st = os.fstat(fd)
+        problem = _not_regular(st.st_mode)
+        if problem is None and st.st_size > MAX_FILE_BYTES:
+            size = f"{st.st_size / 2**30:.1f} GiB"
+            problem = f"file is {size}, over the {MAX_FILE_BYTES >> 30} GiB limit"
+        if problem:
+            raise ImageError(label, problem)
+        return os.fdopen(fd, "rb")
+    except ImageError:
+        os.close(fd)
+        raise
+    except OSError as exc:
+        os.close(fd)
+        raise ImageError(label, f"cannot read file ({os_reason(exc)})") from None
+
+
+def _is_bmff(header: bytes) -> bool:
+    return header[4:8] == b"ftyp"
+
+
+def _check_boxes(fp: BinaryIO, label: str) -> None:
+    """Refuse an ISO-BMFF file (HEIC, AVIF) whose top-level boxes run past its end."""
+    import struct
+
+    fp.seek(0, os.SEEK_END)
+    end = fp.tell()
+    offset = 0
+    while offset < end:
+        fp.seek(offset)
+        head = fp.read(16)
+        if len(head) < 8:
+            break
+        size = struct.unpack(">I", head[:4])[0]
+        if size == 1 and len(head) == 16:
+            size = struct.unpack(">Q", head[8:16])[0]
+        if size == 0:  # the last box runs to the end of the file
+            break
+        if size < 8 or offset + size > end:
+            fp.seek(0)
+            have = end / (offset + size) if size >= 8 else 0.0
+            raise ImageError(
+                label,
+                "image file is truncated"
+                + (f" ({have:.0%} of its declared size is there)" if size >= 8 else ""),
+            )
+        offset += size
+    fp.seek(0)
 
 
 def _looks_like_heif(header: bytes) -> bool:
@@ -279,7 +402,7 @@ def _decode_problem(exc: Exception, what: str) -> str:
     # truncated (5 bytes not processed)", "Truncated File Read"); users need one answer.
     if isinstance(exc, EOFError) or (isinstance(exc, OSError) and "truncated" in str(exc).lower()):
         return "image file is truncated"
-    return f"{what} ({_one_line(exc)})"
+    return f"{what} ({one_line(exc)})"
 
 
 def _orientation(im: Image.Image) -> int:
@@ -405,12 +528,3 @@ def _mp(pixels: int | None) -> str:
     if mp >= 1:
         return f"{mp:.1f}".removesuffix(".0")
     return f"{mp:.2g}"
-
-
-def _os_reason(exc: OSError) -> str:
-    return (exc.strerror or str(exc) or type(exc).__name__).lower()
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__

@@ -3,7 +3,9 @@
 A model set is a folder; ``manifest.json`` in it lists each file with its size and
 sha256. Nothing in a model set is trusted before it has been checked against the
 manifest, and nothing is unpickled: arrays are ``.npy`` read with
-``allow_pickle=False`` and graphs are ONNX.
+``allow_pickle=False`` and graphs are ONNX. The manifest carries a checksum of its own
+content (``manifest_sha256``), since its numbers (logit scale, preprocessing, file
+checksums) change answers as much as any file does.
 """
 
 from __future__ import annotations
@@ -15,10 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .atomic import write_file
 from .errors import ModelIntegrityError, SetupError
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
+#: The field holding the sha256 of the rest of the manifest (see :func:`content_sha256`).
+CHECKSUM_FIELD = "manifest_sha256"
 
 #: Precisions of the image encoder a model set may carry, fastest-first per device.
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -77,7 +82,36 @@ class Manifest:
         return bool(self.raw.get("provenance", {}).get("backbone", {}).get("random_init"))
 
     def to_json(self) -> str:
-        return json.dumps(self.raw, indent=2, sort_keys=True) + "\n"
+        return manifest_text(self.raw)
+
+
+def content_sha256(raw: dict[str, Any]) -> str:
+    """sha256 of a manifest's canonical JSON (sorted keys, no spaces), checksum left out.
+
+    Canonical, so that reformatting the file changes nothing while any changed value,
+    key or number does (Python writes floats so that they read back exactly).
+    """
+    rest = {k: v for k, v in raw.items() if k != CHECKSUM_FIELD}
+    blob = json.dumps(rest, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def manifest_text(raw: dict[str, Any]) -> str:
+    """The text of ``manifest.json`` for ``raw``, with its checksum filled in."""
+    sealed = {**raw, CHECKSUM_FIELD: content_sha256(raw)}
+    return json.dumps(sealed, indent=2, sort_keys=True) + "\n"
+
+
+def write_manifest(model_dir: Path, raw: dict[str, Any]) -> None:
+    """Write (or replace, in one step) the manifest of the set in ``model_dir``."""
+    write_file(model_dir / MANIFEST_NAME, manifest_text(raw))
+
+
+def _rebuild_hint(model_dir: Path) -> str:
+    return (
+        f"rebuild model set {model_dir.name!r} with `geoguess models build --force` and the "
+        "options it was built with, or reinstall it with `geoguess models install --force`"
+    )
 
 
 def load_manifest(model_dir: Path) -> Manifest:
@@ -93,6 +127,22 @@ def load_manifest(model_dir: Path) -> Manifest:
         raise SetupError(
             f"{path}: manifest format {found!r} is not {FORMAT_VERSION}; "
             "rebuild the model set with this version of geoguess"
+        )
+    # Before anything in it is believed: a damaged manifest must be blamed itself, not
+    # the file whose recorded checksum or size it now gets wrong.
+    recorded = raw.get(CHECKSUM_FIELD)
+    if recorded is None:
+        raise ModelIntegrityError(
+            path,
+            "manifest.json has no checksum (it was written by an earlier geoguess), so the "
+            "settings in it cannot be checked",
+            _rebuild_hint(model_dir),
+        )
+    if recorded != content_sha256(raw):
+        raise ModelIntegrityError(
+            path,
+            "manifest.json does not match its own checksum (the file was altered)",
+            _rebuild_hint(model_dir),
         )
     try:
         files = {
@@ -118,14 +168,17 @@ def describe_files(model_dir: Path, relpaths: list[str]) -> dict[str, dict[str, 
     return out
 
 
-def check_file(model_dir: Path, manifest: Manifest, rel: str, *, full: bool = True) -> Path:
+def check_file(
+    model_dir: Path, manifest: Manifest, rel: str, *, full: bool = True, fix: str | None = None
+) -> Path:
     """Check one file against the manifest and return its path.
 
     ``full=False`` checks presence and size only; the full hash is what ``verify`` and
     the first load of a file do (see :mod:`geoguess.store`, which remembers verified
-    files so that a 1 GB encoder is not re-hashed on every start).
+    files so that a 1 GB encoder is not re-hashed on every start). ``fix``: the hint
+    for the user (default: verify or reinstall the installed set, by its folder name).
     """
-    fix = f"run `geoguess models verify {manifest.name}` or reinstall the model set"
+    fix = fix or f"run `geoguess models verify {model_dir.name}` or reinstall the model set"
     entry = manifest.files.get(rel)
     path = model_dir / rel
     if entry is None:
@@ -142,12 +195,14 @@ def check_file(model_dir: Path, manifest: Manifest, rel: str, *, full: bool = Tr
     return path
 
 
-def verify_all(model_dir: Path, manifest: Manifest) -> list[ModelIntegrityError]:
+def verify_all(
+    model_dir: Path, manifest: Manifest, *, fix: str | None = None
+) -> list[ModelIntegrityError]:
     """Every problem with the model set's files (empty when it is intact)."""
     problems = []
     for rel in manifest.files:
         try:
-            check_file(model_dir, manifest, rel, full=True)
+            check_file(model_dir, manifest, rel, full=True, fix=fix)
         except ModelIntegrityError as exc:
             problems.append(exc)
     return problems

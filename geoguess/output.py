@@ -10,6 +10,8 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any
 
+from .errors import one_line
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -202,10 +204,6 @@ def refinement_notes(refinement: Any) -> list[str]:
     return lines
 
 
-def _one_line(text: str | None) -> str:
-    return " ".join((text or "").split())
-
-
 def render_refinement_plain(refinement: Any) -> str:
     """The refined answer and every candidate, tab-separated, for pipes and files."""
     out = [f"# {line}" for line in refinement_summary(refinement)]
@@ -213,8 +211,8 @@ def render_refinement_plain(refinement: Any) -> str:
     for i, c in enumerate(refinement.candidates, 1):
         out.append(
             f"{i}\t{c.source_label}\t{c.lat:.5f}\t{c.lon:.5f}\t{_place_text(c.place)}\t"
-            f"{c.score:.4f}\t{c.distance_from_retrieval_km:.1f}\t{_one_line(c.model_place)}\t"
-            f"{_one_line(c.reason)}"
+            f"{c.score:.4f}\t{c.distance_from_retrieval_km:.1f}\t{one_line(c.model_place)}\t"
+            f"{one_line(c.reason)}"
         )
     out += [f"# {line}" for line in refinement_notes(refinement)]
     return "\n".join(out)
@@ -248,7 +246,7 @@ def render_refinement(console: Console, refinement: Any) -> None:
                 escape(_place_text(c.place)),
                 f"{c.score:.4f}",
                 _fmt_km(c.distance_from_retrieval_km),
-                escape(_one_line(c.reason)),
+                escape(one_line(c.reason)),
             )
         console.print(table)
     for line in refinement_notes(refinement):

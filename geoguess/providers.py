@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import derived
-from .errors import SetupError, UsageError
+from .errors import SetupError, UsageError, one_line
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -83,11 +83,6 @@ class Session:
         return self.inner.run(outputs, feeds)
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text[:200] + ("..." if len(text) > 200 else "")
-
-
 def default_threads() -> int:
     env = os.environ.get("GEOGUESS_THREADS", "").strip()
     if not env:
@@ -117,16 +112,6 @@ def _machine_tag() -> str:
     return f"ort{_ort().__version__}-{digest.hexdigest()[:12]}"
 
 
-def _optimized_graph(source_sha256: str, cache_dir: Path) -> Path:
-    return cache_dir / f"{source_sha256[:24]}-{_machine_tag()}.onnx"
-
-
-def _weights_name(graph: Path) -> str:
-    # The graph names its weights file for good, so each writer uses its own name:
-    # two processes publishing at once never pair one's graph with the other's weights.
-    return f"{graph.stem}.{os.getpid()}.weights"
-
-
 def open_session(
     path: Path,
     device: str = "auto",
@@ -139,9 +124,58 @@ def open_session(
 
     With ``source_sha256`` and ``cache_dir``, the graph that ONNX Runtime optimises for
     this CPU is saved once and reused, which skips the optimisation passes on later
-    starts. The saved graph is tied to this ORT version and CPU and checked by sha256.
+    starts. The saved graph is tied to this ORT version and CPU and checked by sha256
+    (see geoguess.derived); one that cannot be loaded is set aside and made again.
     """
     ort = _ort()
+    providers = providers_for(device)
+    key = None
+    if source_sha256 and cache_dir is not None and providers[0] == "CPUExecutionProvider":
+        key = derived.graph_key(source_sha256, _machine_tag())
+        cached = derived.find(cache_dir, key, source_sha256)
+        if cached is not None:
+            opts = _options(ort, threads)
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+            try:
+                inner = ort.InferenceSession(
+                    str(cached.path / derived.GRAPH_NAME), sess_options=opts, providers=providers
+                )
+                return _checked(Session(inner, path, inner.get_providers()[0]), device, providers)
+            except Exception:  # damaged beyond what its checksums saw, or just moved aside
+                derived.set_aside(cached.path, cached.inode)
+    opts = _options(ort, threads)
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    fallback = None
+    with derived.new_entry(
+        cache_dir if key else None, key or "", "onnx-graph", source_sha256 or ""
+    ) as folder:
+        if folder is not None:
+            # Written into the entry's private folder, published whole once ORT has
+            # written both files. The weights go to a file of their own: ONNX Runtime
+            # then reads them straight into place instead of through a 1.2 GB protobuf,
+            # which (fp32 ViT-L/14) took start-up from 5.8 to 1.5-2.2 s and peak memory
+            # from 1.8 to 1.3 GB. The graph names that file relative to itself.
+            opts.optimized_model_filepath = str(folder / derived.GRAPH_NAME)
+            opts.add_session_config_entry(
+                "session.optimized_model_external_initializers_file_name", derived.GRAPH_WEIGHTS
+            )
+            opts.add_session_config_entry(
+                "session.optimized_model_external_initializers_min_size_in_bytes", "1024"
+            )
+        try:
+            inner = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+            if providers[0] != "CPUExecutionProvider" and device == "auto":
+                fallback = f"CUDA could not load {path.name} ({one_line(exc, 200)}); using the CPU"
+                inner = ort.InferenceSession(
+                    str(path), sess_options=opts, providers=["CPUExecutionProvider"]
+                )
+            else:
+                raise SetupError(f"{path}: onnxruntime cannot load this model: {exc}") from exc
+    return _checked(Session(inner, path, inner.get_providers()[0], fallback), device, providers)
+
+
+def _options(ort: Any, threads: int | None) -> Any:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = default_threads() if threads is None else threads
     opts.log_severity_level = 3
@@ -150,60 +184,19 @@ def open_session(
     # mat-vec over 100K points ran at half speed); stopping them when a run ends costs
     # the encoder nothing measurable, since they still spin between its operators.
     opts.add_session_config_entry("session.force_spinning_stop", "1")
-    providers = providers_for(device)
-    load_path = path
-    graph = cached = None
-    if source_sha256 and cache_dir is not None and providers[0] == "CPUExecutionProvider":
-        graph = _optimized_graph(source_sha256, cache_dir)
-        cached = derived.lookup(graph)
-    if cached is not None:
-        load_path = cached
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    else:
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if graph is not None:
-            with contextlib.suppress(OSError):  # an unwritable cache only costs time
-                # Written under temporary names; published below only once complete.
-                # The weights go to a file of their own: ONNX Runtime then reads them
-                # straight into place instead of through a 1.2 GB protobuf, which
-                # (fp32 ViT-L/14) took start-up from 5.8 to 1.5-2.2 s and peak memory
-                # from 1.8 to 1.3 GB.
-                tmp = derived.temporary(graph)
-                opts.optimized_model_filepath = str(tmp)
-                opts.add_session_config_entry(
-                    "session.optimized_model_external_initializers_file_name",
-                    _weights_name(graph),
-                )
-                opts.add_session_config_entry(
-                    "session.optimized_model_external_initializers_min_size_in_bytes", "1024"
-                )
-    fallback = None
-    try:
-        inner = ort.InferenceSession(str(load_path), sess_options=opts, providers=providers)
-    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-        if providers[0] != "CPUExecutionProvider" and device == "auto":
-            fallback = f"CUDA could not load {path.name} ({_one_line(exc)}); using the CPU"
-            inner = ort.InferenceSession(
-                str(path), sess_options=opts, providers=["CPUExecutionProvider"]
-            )
-        else:
-            raise SetupError(f"{path}: onnxruntime cannot load this model: {exc}") from exc
-    if graph is not None and cached is None and opts.optimized_model_filepath:
-        tmp = Path(opts.optimized_model_filepath)
-        weights = graph.with_name(_weights_name(graph))
-        if tmp.is_file():
-            companions = {weights: weights} if weights.is_file() else {}
-            derived.publish(tmp, graph, companions)
-            for old in graph.parent.glob(f"{graph.stem}.*.weights"):
-                if old != weights:  # an earlier writer's; a reader may still map it
-                    with contextlib.suppress(OSError):
-                        old.unlink()
-    used = inner.get_providers()[0]
+    return opts
+
+
+def _checked(session: Session, device: str, providers: list[str]) -> Session:
+    """The session, refused when CUDA was demanded but not used; notes a silent fallback."""
+    path, used = session.path, session.provider
     if device == "cuda" and used != "CUDAExecutionProvider":
         raise SetupError(
             f"{path}: CUDA was asked for but onnxruntime fell back to {used} "
             "(check the CUDA and cuDNN libraries, or use --device cpu)"
         )
     if providers[0] == "CUDAExecutionProvider" and used != "CUDAExecutionProvider":
-        fallback = fallback or "CUDA is not usable here (see --verbose); using the CPU"
-    return Session(inner, path, used, fallback)
+        session.fallback = (
+            session.fallback or "CUDA is not usable here (see --verbose); using the CPU"
+        )
+    return session

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import UsageError
+from .errors import UsageError, os_reason
 from .images import SUPPORTED_SUFFIXES
 from .reporting import Reporter
 
@@ -110,7 +110,9 @@ def list_images(
     name. Hidden files and folders (name starting with '.') are skipped. Symbolic
     links to folders are followed, each real folder at most once, so link loops end.
     A broken link with an image suffix is listed, so that it gets an error row rather
-    than vanishing silently. Raises UsageError when ``root`` is not a folder.
+    than vanishing silently; so is a subfolder that cannot be listed (its photos are
+    unknown, and the scan must say so). Raises UsageError when ``root`` is not a
+    folder or cannot be listed.
     """
     root_path = check_folder(root)
     pattern = glob.lower() if glob else None
@@ -127,8 +129,11 @@ def list_images(
             seen.add((st.st_dev, st.st_ino))
             with os.scandir(folder) as it:
                 stack.append(iter(sorted(it, key=lambda e: e.name)))
-        except OSError:
-            pass  # an unreadable subfolder must not stop the scan of everything else
+        except OSError as exc:
+            if folder is root_path:
+                raise UsageError(f"{root_path}: cannot list folder ({os_reason(exc)})") from None
+            # Listed itself: it gets an error row, the rest of the scan goes on.
+            out.append(Path(folder))
 
     enter(root_path)
     while stack:
@@ -170,6 +175,12 @@ def _is_done(path: Path, skip: Collection[str], skip_abs: set[str]) -> bool:
 def _prepare_safely(geo: Geolocator, source: str) -> Prepared:
     from .locate import Prepared, prepare
 
+    if os.path.isdir(source):  # list_images lists a folder only when it cannot list it
+        try:
+            os.scandir(source).close()
+        except OSError as exc:
+            problem = f"cannot list folder ({os_reason(exc)}); photos in it were not scanned"
+            return Prepared(source, None, None, f"{source}: {problem}")
     try:
         return prepare(geo, source, name=source)
     except Exception as exc:  # one odd file must not end a scan of thousands

@@ -20,7 +20,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import UsageError
+from .errors import UsageError, os_reason
 
 if TYPE_CHECKING:
     from .locate import LocateResult
@@ -69,7 +69,12 @@ CSV_COLUMNS = (
     "llm_place",
     "llm_source",
     "llm_model",
+    # What else shaped the row (gallery, top-k, search, LLM): see :func:`settings_label`.
+    "settings",
 )
+
+#: Keys of the writer's ``model`` record that are not settings (see settings_label).
+_MODEL_KEYS = ("name", "precision", "random_weights")
 
 
 def output_format(path: str | os.PathLike[str] | None, fmt: str | None = None) -> str:
@@ -100,6 +105,27 @@ def _model_label(model: Mapping[str, Any] | None) -> str:
         # A CSV outlives the warning printed when it was made.
         label += " (random weights: not a geolocation)"
     return label
+
+
+def settings_label(model: Mapping[str, Any] | None) -> str:
+    """The settings that shaped a row besides model and precision, as ``key=value``
+    pairs in key order (``gallery=mp16 search=auto top_k=5``); how a resumed output
+    tells rows made another way."""
+    if not model:
+        return ""
+    pairs = [(k, v) for k, v in sorted(model.items()) if k not in _MODEL_KEYS]
+    return " ".join(f"{k}={'' if v is None else v}" for k, v in pairs)
+
+
+def _made_with(model: Mapping[str, Any] | None) -> str:
+    """Model, precision and settings in one line, for comparing and for messages."""
+    if not model:
+        return ""
+    return " ".join(
+        x
+        for x in (f"{model.get('name', '')}/{model.get('precision', '')}", settings_label(model))
+        if x
+    )
 
 
 def _one_line(text: str) -> str:
@@ -140,6 +166,7 @@ def csv_row(result: LocateResult, *, model: Mapping[str, Any] | None = None) -> 
     if err is not None:
         row["error_km"] = f"{err:.1f}"
     row["model"] = _model_label(model)
+    row["settings"] = settings_label(model)
     row["error"] = result.error or ""
     refined = result.llm.best if result.llm is not None else None
     if refined is not None:
@@ -172,18 +199,20 @@ def _lock(fd: int, path: Path) -> None:
         raise UsageError(f"{path}: another geoguess scan is writing this file") from None
 
 
-def _os_reason(exc: OSError) -> str:
-    return (exc.strerror or str(exc)).lower()
-
-
 class ScanWriter:
     """Base of the row writers: the file (or stdout), resume state, one write per row.
 
     ``path`` None writes to stdout (no resume). Otherwise the file is created, or
     reopened for resume: ``done`` then holds the paths it already has and
     ``dropped_partial`` the number of bytes of a torn last row that were cut away.
-    ``overwrite`` starts the file afresh instead. Raises UsageError naming the path
-    when the file cannot be opened or is not an output of this kind.
+    ``overwrite`` starts the file afresh instead.
+
+    ``failed`` holds the paths whose row is an error. With ``retry_failed`` those rows
+    are taken out of the file (rewritten in one step) and the paths left out of
+    ``done``, so that the scan does them again. A file whose rows were made with
+    another model, precision or settings (``model``) is refused rather than appended
+    to with rows made differently. Raises UsageError naming the path when the file
+    cannot be opened, is not an output of this kind, or was made differently.
     """
 
     format = ""
@@ -194,11 +223,17 @@ class ScanWriter:
         *,
         model: Mapping[str, Any] | None = None,
         overwrite: bool = False,
+        retry_failed: bool = False,
     ) -> None:
         self.path = None if path is None else Path(path)
         self.model = dict(model) if model else None
         self.done: set[str] = set()
+        self.failed: set[str] = set()
+        self.retried = 0
         self.dropped_partial = 0
+        # Spans (start, end, path, failed) of the complete rows found, and what made them.
+        self._rows: list[tuple[int, int, str, bool]] = []
+        self._made: set[str] = set()
         self.rows_written = 0
         self._fd: int | None = None
         if self.path is None:
@@ -207,7 +242,7 @@ class ScanWriter:
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         except OSError as exc:
-            raise UsageError(f"{self.path}: cannot write: {_os_reason(exc)}") from None
+            raise UsageError(f"{self.path}: cannot write: {os_reason(exc)}") from None
         try:
             _lock(fd, self.path)
             if overwrite:
@@ -216,22 +251,70 @@ class ScanWriter:
             else:
                 existing = _read_all(fd)
             keep = self._resume(existing)
+            self._check_made_alike()
             if keep < len(existing):
                 os.ftruncate(fd, keep)
                 self.dropped_partial = len(existing) - keep
+            if retry_failed and self.failed:
+                fd, existing, keep = self._drop_failed(fd, existing[:keep])
             os.lseek(fd, 0, os.SEEK_END)
             self._fd = fd
             self._start(existing[:keep])
         except OSError as exc:
             os.close(fd)
-            raise UsageError(f"{self.path}: cannot write: {_os_reason(exc)}") from None
+            raise UsageError(f"{self.path}: cannot write: {os_reason(exc)}") from None
         except BaseException:
             os.close(fd)
             raise
 
-    # subclasses: parse what is there (fill ``done``, return bytes to keep), start, row
+    # subclasses: parse what is there (call _found per row, return bytes to keep), start,
+    # and format a row
     def _resume(self, data: bytes) -> int:
         raise NotImplementedError
+
+    def _found(self, start: int, end: int, path: str, error: str, made: str | None) -> None:
+        self._rows.append((start, end, path, bool(error)))
+        self.done.add(path)
+        if error:
+            self.failed.add(path)
+        else:
+            self.failed.discard(path)  # a retried photo: its later row counts
+        if made is not None:
+            self._made.add(made)
+
+    def _check_made_alike(self) -> None:
+        if self.path is None or self.model is None or not self._made:
+            return
+        wanted = _made_with(self.model)
+        other = sorted(m for m in self._made if m != wanted)
+        if other:
+            raise UsageError(
+                f"{self.path}: its rows were made with {other[0]!r}, this run would make "
+                f"them with {wanted!r}; run with the same options to resume, or choose "
+                "another --output, or --overwrite to start afresh"
+            )
+
+    def _drop_failed(self, fd: int, data: bytes) -> tuple[int, bytes, int]:
+        """Rewrite the file without its error rows, in one step; the new fd and data."""
+        from .atomic import write_file
+
+        assert self.path is not None
+        failed = {r for r in self._rows if r[3]}
+        first = self._rows[0][0] if self._rows else len(data)
+        kept = data[:first] + b"".join(data[a:b] for a, b, _, bad in self._rows if not bad)
+        write_file(self.path, kept)
+        new_fd = os.open(self.path, os.O_RDWR)
+        try:
+            _lock(new_fd, self.path)
+        except BaseException:
+            os.close(new_fd)
+            raise
+        os.close(fd)
+        self.retried = len(self.failed)
+        self.done -= self.failed
+        self.failed = set()
+        self._rows = [r for r in self._rows if r not in failed]
+        return new_fd, kept, len(kept)
 
     def _start(self, kept: bytes) -> None:
         pass
@@ -303,9 +386,10 @@ class CsvWriter(ScanWriter):
         *,
         model: Mapping[str, Any] | None = None,
         overwrite: bool = False,
+        retry_failed: bool = False,
     ) -> None:
         self.columns: list[str] = list(CSV_COLUMNS)
-        super().__init__(path, model=model, overwrite=overwrite)
+        super().__init__(path, model=model, overwrite=overwrite, retry_failed=retry_failed)
 
     def _resume(self, data: bytes) -> int:
         lines = list(_complete_lines(data))
@@ -333,7 +417,7 @@ class CsvWriter(ScanWriter):
                         raise self._not_ours(f"line {reader.line_num} has the wrong columns")
                     break
                 else:
-                    self.done.add(record[header.index("path")])
+                    self._found(keep, end, *self._fields(header, record))
                 keep = end
         except csv.Error:
             # Only a quoted field cut off by the end of the data (a torn last row) is
@@ -344,6 +428,19 @@ class CsvWriter(ScanWriter):
             self.columns = header
         return keep
 
+    @staticmethod
+    def _fields(header: list[str], record: list[str]) -> tuple[str, str, str | None]:
+        value = dict(zip(header, record))
+        made = None
+        if value.get("model"):
+            # "name/precision (random weights: ...)": the label without its note.
+            made = " ".join(
+                x for x in (value["model"].split(" (")[0], value.get("settings", "")) if x
+            )
+            if "settings" not in header:
+                made = None  # written before settings were recorded: nothing to compare
+        return value["path"], value.get("error", ""), made
+
     def _start(self, kept: bytes) -> None:
         if not kept:
             self._emit(self._format(self.columns))
@@ -351,8 +448,12 @@ class CsvWriter(ScanWriter):
     @staticmethod
     def _format(values: list[str]) -> str:
         buf = io.StringIO()
-        csv.writer(buf, lineterminator="\n").writerow(values)
-        return buf.getvalue()
+        # The csv module quotes a field holding a character of the line terminator: with
+        # "\n" alone, a carriage return in a file name went out unquoted and readers
+        # split the row there. Written with "\r\n" so that both are quoted, and the row
+        # then ends with "\n" as every row of these files does.
+        csv.writer(buf, lineterminator="\r\n").writerow(values)
+        return buf.getvalue()[:-2] + "\n"
 
     def _line(self, result: LocateResult) -> str:
         row = csv_row(result, model=self.model)
@@ -379,7 +480,9 @@ class JsonlWriter(ScanWriter):
                 raise self._not_ours(f"line {n} is not JSON") from None
             if not isinstance(record, dict) or not isinstance(record.get("file"), str):
                 raise self._not_ours(f"line {n} has no 'file'")
-            self.done.add(record["file"])
+            model = record.get("model")
+            made = _made_with(model) if isinstance(model, dict) else None
+            self._found(keep, end, record["file"], record.get("error") or "", made)
             keep = end
         return keep
 
@@ -398,9 +501,10 @@ def open_writer(
     *,
     model: Mapping[str, Any] | None = None,
     overwrite: bool = False,
+    retry_failed: bool = False,
 ) -> ScanWriter:
     """A CSV or JSONL writer for ``path`` (None or '-' for stdout), resuming by default."""
     if path is not None and os.fspath(path) == "-":
         path = None
     cls = JsonlWriter if output_format(path, fmt) == "jsonl" else CsvWriter
-    return cls(path, model=model, overwrite=overwrite)
+    return cls(path, model=model, overwrite=overwrite, retry_failed=retry_failed)

@@ -7,6 +7,7 @@ point. It is exact and the reference that faster searches are measured against.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -20,6 +21,30 @@ class SearchResult:
     # for the spread of the answer. ``support_indices`` None means all rows in order.
     support_probs: np.ndarray | None = None
     support_indices: np.ndarray | None = None
+
+
+class Searcher(Protocol):
+    """What the Geolocator searches with: :class:`FlatSearch` or
+    :class:`geoguess.tree_search.TreeSearch`."""
+
+    def __len__(self) -> int:
+        """Points in the gallery searched."""
+        ...
+
+    def search(self, queries: np.ndarray, top_k: int) -> list[SearchResult]:
+        """One result per row of ``queries`` ((Q, D) normalised image embeddings)."""
+        ...
+
+
+def top_indices(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` largest scores, best first.
+
+    argpartition then sort the k: O(N + k log k) instead of a full sort.
+    """
+    if k >= len(scores):
+        return np.argsort(-scores, kind="stable")
+    part = np.argpartition(-scores, k - 1)[:k]
+    return part[np.argsort(-scores[part], kind="stable")]
 
 
 class FlatSearch:
@@ -46,13 +71,7 @@ class FlatSearch:
             m = row.max()
             exp = np.exp(row - m)
             total = exp.sum()
-            # argpartition then sort the k: O(N + k log k) instead of a full sort.
-            part = (
-                np.argpartition(-row, top_k - 1)[:top_k]
-                if top_k < len(row)
-                else np.arange(len(row))
-            )
-            order = part[np.argsort(-row[part], kind="stable")]
+            order = top_indices(row, top_k)
             probs = exp / total
             out.append(SearchResult(order, probs[order], compared=len(row), support_probs=probs))
         return out

@@ -17,11 +17,11 @@ import pytest
 # huggingface_hub reads this once, at import: no telemetry requests from the tests.
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
+from shared_data import MANIFEST, PHOTOS, missing
+
 from geoguess.builder.backbone import RANDOM_GEOMETRIES
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-PHOTOS = SHARED / "photos"
 
 # The same geometry as `geoguess models build --backbone random:tiny`.
 TINY_VISION = dict(RANDOM_GEOMETRIES["tiny"])
@@ -38,8 +38,8 @@ def geoguess_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture(scope="session")
 def photos_dir() -> Path:
-    if not (PHOTOS / "MANIFEST.csv").is_file():
-        pytest.skip(f"real test photos not found at {PHOTOS}")
+    if not MANIFEST.is_file():
+        missing(MANIFEST)
     return PHOTOS
 
 

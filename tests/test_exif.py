@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import math
@@ -14,30 +13,13 @@ from typing import Any
 import pytest
 from PIL import Image
 from PIL.TiffImagePlugin import IFDRational
+from shared_data import manifest_params, photo
 
 import geoguess.exif as exif_module
 from geoguess.exif import GPS, PhotoMetadata, read_metadata, validate_gps
 
-PHOTOS = Path(__file__).resolve().parents[1].parent / "shared" / "photos"
-MANIFEST = PHOTOS / "MANIFEST.csv"
-NO_PHOTOS = f"shared test photos not found at {PHOTOS}"
-
 GPS_IFD = 0x8825
 LAT_REF, LAT, LON_REF, LON, ALT_REF, ALT = 1, 2, 3, 4, 5, 6
-
-
-def manifest_rows() -> list:
-    if not MANIFEST.is_file():
-        return [pytest.param(None, marks=pytest.mark.skip(reason=NO_PHOTOS))]
-    with MANIFEST.open(newline="", encoding="utf-8") as handle:
-        return [pytest.param(row, id=row["file"]) for row in csv.DictReader(handle)]
-
-
-def photo(name: str) -> Path:
-    path = PHOTOS / name
-    if not path.is_file():
-        pytest.skip(f"{NO_PHOTOS} ({name})")
-    return path
 
 
 @pytest.fixture(params=["exifread", "pillow"])
@@ -68,7 +50,7 @@ def jpeg(gps: dict[int, Any] | None = None, tags: dict[int, Any] | None = None) 
 # Real photos --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("row", manifest_rows())
+@pytest.mark.parametrize("row", manifest_params())
 def test_manifest_gps_and_orientation(row: dict[str, str], reader: str) -> None:
     meta = read_metadata(photo(row["file"]))
     expected = row["has_gps"]

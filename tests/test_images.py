@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 import os
 import struct
@@ -14,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from shared_data import manifest_params, photo
 
 from geoguess.errors import ImageError, InputError
 from geoguess.images import (
@@ -23,27 +23,9 @@ from geoguess.images import (
     load_image,
 )
 
-PHOTOS = Path(__file__).resolve().parents[1].parent / "shared" / "photos"
-MANIFEST = PHOTOS / "MANIFEST.csv"
-NO_PHOTOS = f"shared test photos not found at {PHOTOS}"
-
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
 YELLOW, MAGENTA, CYAN = (255, 255, 0), (255, 0, 255), (0, 255, 255)
 WHITE = (255, 255, 255)
-
-
-def manifest_rows() -> list:
-    if not MANIFEST.is_file():
-        return [pytest.param(None, marks=pytest.mark.skip(reason=NO_PHOTOS))]
-    with MANIFEST.open(newline="", encoding="utf-8") as handle:
-        return [pytest.param(row, id=row["file"]) for row in csv.DictReader(handle)]
-
-
-def photo(name: str) -> Path:
-    path = PHOTOS / name
-    if not path.is_file():
-        pytest.skip(f"{NO_PHOTOS} ({name})")
-    return path
 
 
 def encode(im: Image.Image, fmt: str, **params) -> bytes:
@@ -76,7 +58,7 @@ def png_header(width: int, height: int) -> bytes:
 # Real photos --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("row", manifest_rows())
+@pytest.mark.parametrize("row", manifest_params())
 def test_real_photo_decodes_upright(row: dict[str, str]) -> None:
     path = photo(row["file"])
     if row["file"] == "pillow_truncated_jpeg.jpg":
@@ -241,13 +223,13 @@ def test_la_png_is_composited_on_white(tmp_path: Path) -> None:
 
 
 def test_sixteen_bit_grayscale_png_maps_full_range(tmp_path: Path) -> None:
-    ramp = np.linspace(0, 65535, 256).round().astype(np.uint16).reshape(1, 256)
+    ramp = np.linspace(0, 65535, 256).round().astype(np.uint16).reshape(1, 256).repeat(4, 0)
     path = tmp_path / "gray16.png"
     Image.fromarray(ramp).save(path)
     with Image.open(path) as raw:
         assert raw.mode.startswith("I")
     out = np.asarray(load_image(path))
-    assert out.shape == (1, 256, 3)
+    assert out.shape == (4, 256, 3)
     gray = out[0, :, 0]
     assert (out[0, :, 1] == gray).all() and (out[0, :, 2] == gray).all()
     assert gray[0] == 0 and gray[-1] == 255

@@ -218,13 +218,16 @@ def test_scan_resume_does_no_work_the_second_time(
     assert _run(str(folder), "-o", str(out)).exit_code == 1
     first = out.read_bytes()
     again = _run(str(folder), "-o", str(out))
-    assert again.exit_code == 0, again.output  # nothing failed in this run
-    assert "0 located, 0 failed, skipped 7 already done" in again.stderr
+    # Nothing failed in this run, but three photos of the output still have no answer.
+    assert again.exit_code == 1, again.output
+    assert "0 located, 0 failed, skipped 7 already done, 3 failed in an earlier run" in (
+        again.stderr
+    )
     assert out.read_bytes() == first
     # A new photo is the only work for a third run.
     shutil.copy(folder / GOOD[0], folder / "sub" / "new.jpg")
     third = _run(str(folder), "-o", str(out))
-    assert third.exit_code == 0
+    assert third.exit_code == 1
     assert "1 located, 0 failed, skipped 7 already done" in third.stderr
     assert out.read_bytes().startswith(first)
     assert [Path(r["path"]).name for r in _rows(out)][-1] == "new.jpg"
@@ -404,3 +407,71 @@ def test_large_jpegs_decode_at_reduced_scale_unless_exact(tiny_home: Path, photo
     assert [c.prediction.index for c in got.candidates] == [
         c.prediction.index for c in want.candidates
     ]
+
+
+# --- resume: failures retried, settings kept (issue 12, problem 13) ----------------------
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_retry_failed_redoes_only_the_failed_rows(
+    tiny_home: Path, folder: Path, tmp_path: Path, suffix: str
+) -> None:
+    out = tmp_path / f"out{suffix}"
+    assert _run(str(folder), "-o", str(out)).exit_code == 1
+    # The user repairs one of the broken photos, then retries.
+    shutil.copy(folder / GOOD[0], folder / "text.jpg")
+    retry = _run(str(folder), "-o", str(out), "--retry-failed")
+    assert retry.exit_code == 1, retry.output  # two are still broken
+    assert "1 located, 2 failed, skipped 4 already done, retried 3 that failed before" in (
+        retry.stderr
+    )
+    if suffix == ".csv":
+        records = [(r["path"], r["error"]) for r in _rows(out)]
+    else:
+        records = [
+            (rec["file"], rec["error"] or "")
+            for rec in map(json.loads, out.read_text().splitlines())
+        ]
+    paths = [p for p, _ in records]
+    assert sorted(paths) == sorted(str(p) for p in list_images(folder))  # each once
+    errors = {Path(p).name for p, e in records if e}
+    assert errors == {"truncated.jpg", "empty.png"}
+
+
+@pytest.mark.parametrize(
+    "change", [["--top-k", "2"], ["--precision", "fp32"], ["--search", "flat"]]
+)
+def test_resume_refuses_rows_made_with_other_settings(
+    tiny_home: Path, folder: Path, tmp_path: Path, change: list[str]
+) -> None:
+    out = tmp_path / "out.csv"
+    _run(str(folder), "-o", str(out), "--precision", "int8")
+    before = out.read_bytes()
+    other = _run(str(folder), "-o", str(out), "--precision", "int8", *change)
+    assert other.exit_code == 2, other.output
+    assert str(out) in other.stderr and "--overwrite" in other.stderr
+    assert out.read_bytes() == before
+    same = _run(str(folder), "-o", str(out), "--precision", "int8")
+    assert "skipped 7 already done" in same.stderr
+    fresh = _run(str(folder), "-o", str(out), "--precision", "int8", *change, "--overwrite")
+    assert "4 located, 3 failed" in fresh.stderr
+
+
+# --- CSV quoting (issue 12, problem 4) ------------------------------------------------
+
+
+def test_csv_rows_round_trip_every_byte_a_file_name_can_hold(tmp_path: Path) -> None:
+    from geoguess.locate import LocateResult
+
+    names = [os.fsdecode(b"/x/a" + bytes([b]) + b"b.jpg") for b in range(1, 256) if b != 0x2F]
+    names += [os.fsdecode(n) for n in (b"/x/\r", b'/x/\r\n"q",;', b"/x/\xff\xfe\r.jpg")]
+    out = tmp_path / "o.csv"
+    with CsvWriter(out) as w:
+        for name in names:
+            w.write(LocateResult(name, error="no such file"))
+    with open(out, newline="", encoding="utf-8", errors="surrogateescape") as f:
+        assert [r["path"] for r in csv.DictReader(f)] == names  # Python's reader agrees
+    resumed = CsvWriter(out)
+    resumed.close()
+    assert resumed.done == set(names) and resumed.dropped_partial == 0
+    assert resumed.failed == set(names)

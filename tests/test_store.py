@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import tarfile
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from typer.testing import CliRunner
 
 from geoguess.cli import app
 from geoguess.errors import ModelIntegrityError, ModelNotFoundError, SetupError
-from geoguess.manifest import load_manifest, sha256_file
+from geoguess.manifest import load_manifest, manifest_text, sha256_file
 from geoguess.store import get_model, install_model, list_models, models_dir
 
 runner = CliRunner()
@@ -180,16 +181,13 @@ def test_install_checks_checksums(tiny_model_home, tmp_path):
 def test_manifest_cannot_point_outside_the_model(tmp_path):
     folder = tmp_path / "m"
     folder.mkdir()
-    (folder / "manifest.json").write_text(
-        json.dumps(
-            {
-                "format_version": 1,
-                "name": "m",
-                "files": {"../../etc/passwd": {"size": 1, "sha256": "0" * 64}},
-            }
-        )
-    )
-    with pytest.raises(ModelIntegrityError):
+    raw = {
+        "format_version": 1,
+        "name": "m",
+        "files": {"../../etc/passwd": {"size": 1, "sha256": "0" * 64}},
+    }
+    (folder / "manifest.json").write_text(manifest_text(raw))  # a valid checksum
+    with pytest.raises(ModelIntegrityError, match="outside the model"):
         load_manifest(folder)
 
 
@@ -281,3 +279,151 @@ def test_build_adds_fp16_when_cuda_is_there(tiny_backbone_dir, monkeypatch):
     opts = BuildOptions(name="cpu", backbone=str(tiny_backbone_dir), gallery_limit=300)
     opts.precisions = ("fp32",)
     assert list(build_model_set(opts).manifest.image_encoders) == ["fp32"]
+
+
+# --- integrity: what the checksums catch ------------------------------------------------
+
+
+def _flip_keeping_mtime(path: Path, offset: int = -4) -> None:
+    """One byte changed, the timestamps put back: what bit rot leaves."""
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_one_byte_in_coords_with_mtime_kept_is_refused(tiny_home_copy, photos_dir):
+    from geoguess import Geolocator
+
+    model = get_model("tiny")
+    coords = model.path / model.manifest.galleries["mp16-100k"]["coords"]
+    _ = Geolocator.load("tiny").gallery  # checked and trusted once
+    _flip_keeping_mtime(coords)
+    with pytest.raises(ModelIntegrityError, match="sha256 does not match") as info:
+        _ = Geolocator.load("tiny").gallery
+    assert str(coords) in str(info.value)
+    res = runner.invoke(app, ["--json", str(photos_dir / "gps_DSCN0010.jpg")])
+    assert res.exit_code == 2 and "coords.npy" in res.stderr
+
+
+def _bump_digit(text: str, *anchors: str) -> str:
+    """The text with the first non-zero digit after the anchors (in turn) changed."""
+    pos = 0
+    for anchor in anchors:
+        pos = text.index(anchor, pos) + len(anchor)
+    while not text[pos].isdigit() or text[pos] == "0":
+        pos += 1
+    new = "1" if text[pos] == "9" else str(int(text[pos]) + 1)
+    return text[:pos] + new + text[pos + 1 :]
+
+
+@pytest.mark.parametrize(
+    "anchors",
+    [
+        ('"logit_scale"',),
+        ('"preprocess"', '"mean"'),
+        ('"preprocess"', '"std"'),
+        ('"preprocess"', '"size"'),
+        ('"preprocess"', '"crop"'),
+        ('"galleries"', '"size"'),
+        ('"files"', '"sha256"'),
+        ('"files"', '"size"'),
+    ],
+    ids=lambda a: "/".join(x.strip('"') for x in a),
+)
+def test_an_edit_to_the_manifest_is_refused_naming_the_manifest(
+    tiny_home_copy, photos_dir, anchors
+):
+    path = tiny_home_copy / "models" / "tiny" / "manifest.json"
+    path.write_text(_bump_digit(path.read_text(), *anchors))
+    with pytest.raises(ModelIntegrityError, match="does not match its own checksum") as info:
+        get_model("tiny")
+    assert info.value.path == path
+    for args in (["models", "verify", "tiny"], ["--json", str(photos_dir / "gps_DSCN0010.jpg")]):
+        res = runner.invoke(app, args)
+        assert res.exit_code == 2
+        assert "manifest.json" in res.stderr and "checksum" in res.stderr
+        assert ".npy" not in res.stderr and ".onnx" not in res.stderr  # no other file blamed
+
+
+def test_a_manifest_without_checksum_is_refused_with_a_rebuild_hint(tiny_home_copy):
+    path = tiny_home_copy / "models" / "tiny" / "manifest.json"
+    raw = json.loads(path.read_text())
+    del raw["manifest_sha256"]
+    path.write_text(json.dumps(raw, indent=2, sort_keys=True))
+    with pytest.raises(ModelIntegrityError, match="no checksum") as info:
+        get_model("tiny")
+    assert "geoguess models build --force" in str(info.value)
+    res = runner.invoke(app, ["models", "list"])
+    assert "'tiny' cannot be used" in res.stderr and "no checksum" in res.stderr
+
+
+def test_a_file_verify_found_damaged_stays_refused_until_repaired(
+    tiny_home_copy, photos_dir, monkeypatch
+):
+    from geoguess import store
+
+    # Every file trusted by its stat signature, as the large encoders of a real set are.
+    monkeypatch.setattr(store, "HASH_EVERY_LOAD_BYTES", 0)
+    photo = str(photos_dir / "gps_DSCN0010.jpg")
+    first = runner.invoke(app, ["--json", photo])
+    assert first.exit_code == 0
+    weights = tiny_home_copy / "models" / "tiny" / "image_encoder.int8.onnx.data"
+    _flip_keeping_mtime(weights, offset=len(weights.read_bytes()) // 2)
+    res = runner.invoke(app, ["models", "verify", "tiny"])
+    assert res.exit_code == 2
+    assert "image_encoder.int8.onnx.data" in res.stderr and "refused until repaired" in res.stderr
+    for _ in range(2):  # every later load, not just the next
+        res = runner.invoke(app, ["--json", photo])
+        assert res.exit_code == 2
+        assert "image_encoder.int8.onnx.data" in res.stderr and "models verify" in res.stderr
+    listed = json.loads(runner.invoke(app, ["models", "list", "--json"]).stdout)
+    assert listed["damaged"] is True
+    _flip_keeping_mtime(weights, offset=len(weights.read_bytes()) // 2)  # repaired
+    res = runner.invoke(app, ["models", "verify", "tiny"])
+    assert res.exit_code == 0, res.output
+    again = runner.invoke(app, ["--json", photo])
+    assert again.exit_code == 0 and again.stdout == first.stdout
+
+
+def test_a_rebuild_clears_the_verify_mark(tiny_home_copy, tiny_model_home):
+    from geoguess import store
+
+    mark = tiny_home_copy / "models" / "tiny" / store.VERIFY_FAILED
+    mark.write_text(json.dumps({"files": {"coords.npy": "altered"}}))
+    with pytest.raises(ModelIntegrityError, match="refused until it is repaired"):
+        get_model("tiny").file("location_encoder.onnx")
+    install_model(str(tiny_model_home / "models" / "tiny"), name="tiny", force=True)
+    assert not mark.exists()
+    get_model("tiny").file("location_encoder.onnx")
+
+
+def test_integrity_hint_names_the_installed_set(tiny_model_home, tmp_path, monkeypatch):
+    monkeypatch.setenv("GEOGUESS_HOME", str(tmp_path / "home"))
+    m = install_model(str(tiny_model_home / "models" / "tiny"), name="mine")
+    assert m.manifest.name == "tiny"
+    _corrupt(m.path / m.manifest.location_encoder, "truncated")
+    with pytest.raises(ModelIntegrityError) as info:
+        get_model("mine").file(m.manifest.location_encoder)
+    assert "geoguess models verify mine" in str(info.value)
+
+
+def test_models_list_in_80_columns_keeps_names_and_paths_whole(
+    tiny_model_home, tmp_path, monkeypatch
+):
+    home = tmp_path / "a-rather-long-folder-name-for-the-geoguess-home" / "home"
+    monkeypatch.setenv("GEOGUESS_HOME", str(home))
+    name = "geoclip-vit-l14-finetuned-on-my-photos"
+    install_model(str(tiny_model_home / "models" / "tiny"), name=name)
+    res = runner.invoke(
+        app,
+        ["models", "list"],
+        env={"COLUMNS": "80", "TTY_COMPATIBLE": "1", "GEOGUESS_MODEL": name},
+    )
+    assert res.exit_code == 0, res.output
+    lines = res.stdout.splitlines()
+    assert f"{name} (default)" in lines
+    assert any(line.strip() == f"path       {home / 'models' / name}" for line in lines)
+    assert "…" not in res.stdout
+    assert all(len(line) <= 80 for line in lines if str(home) not in line)

@@ -10,20 +10,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from geoguess.errors import UsageError
+from geoguess.bench_search import held_out_split, proxy_queries
+from geoguess.clustering import kmeans, sphere_mean
+from geoguess.errors import SetupError, UsageError
 from geoguess.search import FlatSearch
-from geoguess.tree import (
-    RowScorer,
-    Tree,
-    TreeConfig,
-    TreeSearch,
-    auto_levels,
-    build_tree,
-    gather_dot_model,
-    kmeans,
-    parse_levels,
-    sphere_mean,
-)
+from geoguess.tree import Tree, TreeConfig, auto_levels, parse_levels
+from geoguess.tree_build import build_tree
+from geoguess.tree_search import TreeSearch
 
 runner = CliRunner()
 LOGIT_SCALE = 39.69
@@ -43,8 +36,6 @@ def _digests(folder: Path) -> dict[str, str]:
 
 
 def _proxy(clean: np.ndarray, cosine: float, seed: int) -> np.ndarray:
-    from geoguess.bench_search import proxy_queries
-
     return proxy_queries(clean, cosine, seed)
 
 
@@ -92,25 +83,6 @@ def test_sphere_mean_handles_the_antimeridian() -> None:
     assert abs(abs(means[0, 1]) - 180.0) < 1e-3  # not 0, as averaging degrees would give
     assert means[0, 0] == pytest.approx(-17.0, abs=0.05)
     assert means[1] == pytest.approx([10.0, 20.0], abs=1e-4)
-
-
-def test_row_scorer_matches_numpy() -> None:
-    rng = np.random.default_rng(0)
-    table = rng.normal(size=(500, 512)).astype(np.float16)
-    rows = np.array([3, 7, 8, 9, 499, 0], dtype=np.int64)
-    q = rng.normal(size=512).astype(np.float32)
-    scorer = RowScorer(512)
-    expected = table[rows].astype(np.float32) @ q
-    np.testing.assert_allclose(scorer(table, rows, q), expected, rtol=1e-5, atol=1e-4)
-    table32 = table.astype(np.float32)
-    np.testing.assert_allclose(scorer(table32, rows, q), expected, rtol=1e-5, atol=1e-4)
-
-
-def test_hand_encoded_graph_is_valid_onnx() -> None:
-    onnx = pytest.importorskip("onnx")
-    model = onnx.load_from_string(gather_dot_model())
-    onnx.checker.check_model(model)
-    assert [n.op_type for n in model.graph.node] == ["Gather", "Cast", "MatMul"]
 
 
 # --- building and searching on real location embeddings ----------------------------------
@@ -172,8 +144,6 @@ def test_beam_over_all_nodes_equals_flat(small_gallery, tmp_path: Path) -> None:
 
 
 def test_beam_search_agrees_with_flat_on_proxy_queries(tiny_model_home: Path, tmp_path) -> None:
-    from geoguess.bench_search import held_out_split
-
     coords, emb = _gallery(tiny_model_home)
     coords, emb = coords[:30000], np.asarray(emb[:30000])
     query_rows, index_rows = held_out_split(coords, 200, seed=0)
@@ -197,6 +167,70 @@ def test_beam_search_agrees_with_flat_on_proxy_queries(tiny_model_home: Path, tm
     assert agreement[24] > agreement[1]
     assert share[24] < 0.1
     assert share[1] < share[24]
+
+
+def test_hnsw_top_level_descends_like_exact_scoring(small_gallery, tmp_path: Path) -> None:
+    _, emb = small_gallery
+    build_tree(tmp_path / "t", emb, TreeConfig("300,4"))
+    tree = Tree.load(tmp_path / "t")
+    queries = _proxy(np.asarray(emb[:60], dtype=np.float32), 0.45, seed=2)
+    exact = TreeSearch(tree, LOGIT_SCALE, beam=8, top="exact")
+    # ef above the level's width: hnswlib's graph search finds the true best nodes.
+    hnsw = TreeSearch(tree, LOGIT_SCALE, beam=8, top="hnsw", ef=400)
+    assert (exact.top, hnsw.top) == ("exact", "hnsw")
+    exact_nodes, spent = exact.top_nodes(queries)
+    hnsw_nodes, hnsw_spent = hnsw.top_nodes(queries)
+    assert spent == 300 and hnsw_spent == 0
+    assert np.mean([set(a) == set(b) for a, b in zip(exact_nodes, hnsw_nodes)]) >= 0.95
+    same = 0
+    for e, h in zip(exact.search(queries, 3), hnsw.search(queries, 3)):
+        same += np.array_equal(e.indices, h.indices)
+        # compared counts geoguess's own dot products: hnswlib's are not reported.
+        assert h.compared == e.compared - 300 or not np.array_equal(e.indices, h.indices)
+    assert same >= 57
+
+
+def test_auto_top_level_route_follows_the_crossover(small_gallery, tmp_path, monkeypatch) -> None:
+    import geoguess.tree_search
+
+    _, emb = small_gallery
+    build_tree(tmp_path / "t", emb, TreeConfig("50,4"))
+    tree = Tree.load(tmp_path / "t")
+    monkeypatch.setattr(geoguess.tree_search, "HNSW_MIN_TOP_NODES", 50)
+    assert TreeSearch(tree, LOGIT_SCALE).top == "hnsw"
+    monkeypatch.setattr(geoguess.tree_search, "HNSW_MIN_TOP_NODES", 51)
+    assert TreeSearch(tree, LOGIT_SCALE).top == "exact"
+    with pytest.raises(UsageError):
+        TreeSearch(tree, LOGIT_SCALE, top="sideways")
+
+
+def test_without_hnswlib_trees_build_and_search_exactly(
+    small_gallery, tmp_path: Path, monkeypatch
+) -> None:
+    import sys
+
+    import geoguess.tree_search
+
+    _, emb = small_gallery
+    cfg = TreeConfig("12,10")
+    with_hnsw = build_tree(tmp_path / "a", emb, cfg)
+    monkeypatch.setitem(sys.modules, "hnswlib", None)  # import hnswlib now fails
+    monkeypatch.setattr(geoguess.tree_search, "HNSW_MIN_TOP_NODES", 2)
+    without = build_tree(tmp_path / "b", emb, cfg)
+    assert not any(f.startswith("hnsw-") for f in without["files"])
+    assert not list((tmp_path / "b").glob("hnsw-*"))
+    # Everything else is the same, byte for byte (tree.json lists the files).
+    shared = set(without["files"]) - {"tree.json"}
+    a, b = _digests(tmp_path / "a"), _digests(tmp_path / "b")
+    assert {f: a[f] for f in shared} == {f: b[f] for f in shared}
+    assert set(with_hnsw["files"]) - set(without["files"]) == {"hnsw-0.bin", "hnsw-1.bin"}
+    for folder in ("a", "b"):  # an index on disk is no use without hnswlib either
+        tree = Tree.load(tmp_path / folder)
+        search = TreeSearch(tree, LOGIT_SCALE, beam=4)
+        assert search.top == "exact"
+        assert len(search.search(np.asarray(emb[:2], np.float32), 2)) == 2
+        with pytest.raises(SetupError, match="hnsw"):
+            TreeSearch(tree, LOGIT_SCALE, top="hnsw")
 
 
 def test_published_scheme_builds_with_the_location_encoder(tiny_model_home, tmp_path) -> None:
@@ -286,7 +320,7 @@ def test_search_tree_end_to_end(tiny_home_copy: Path, photos_dir: Path) -> None:
     res = runner.invoke(app, ["locate", "--beam", "2", "--json", photo])
     assert res.exit_code == 0, res.output
 
-    from geoguess.tree import TreeSearch as TS
+    from geoguess.tree_search import TreeSearch as TS
 
     geo = Geolocator.load("tiny", search="tree", beam=3)
     assert isinstance(geo.searcher, TS) and geo.searcher.beam == 3
@@ -302,13 +336,13 @@ def test_search_tree_end_to_end(tiny_home_copy: Path, photos_dir: Path) -> None:
 
 
 def test_auto_search_uses_the_tree_for_large_galleries(tiny_home: Path, monkeypatch) -> None:
-    import geoguess.tree
+    import geoguess.geolocator
     from geoguess.geolocator import Geolocator
-    from geoguess.tree import TreeSearch as TS
+    from geoguess.tree_search import TreeSearch as TS
 
     assert isinstance(Geolocator.load("tiny").searcher, FlatSearch)  # 100K: exact
     assert isinstance(Geolocator.load("tiny", beam=8).searcher, TS)  # a beam asks for it
-    monkeypatch.setattr(geoguess.tree, "AUTO_TREE_MIN_POINTS", 50_000)
+    monkeypatch.setattr(geoguess.geolocator, "AUTO_TREE_MIN_POINTS", 50_000)
     assert isinstance(Geolocator.load("tiny").searcher, TS)
 
 
@@ -323,69 +357,3 @@ def test_search_tree_without_a_tree_is_a_usage_error(tiny_home_copy: Path) -> No
     with pytest.raises(UsageError, match="models tree"):
         _ = Geolocator.load("tiny", search="tree").searcher
     assert isinstance(Geolocator.load("tiny").searcher, FlatSearch)
-
-
-# --- the benchmark's hnswlib replay ---------------------------------------------------------
-
-
-def test_hnsw_replay_counts_and_matches_hnswlib(tmp_path: Path) -> None:
-    import hnswlib
-
-    from geoguess.bench_search import HnswGraph
-
-    rng = np.random.default_rng(0)
-    data = rng.normal(size=(3000, 32)).astype(np.float32)
-    data /= np.linalg.norm(data, axis=1, keepdims=True)
-    index = hnswlib.Index(space="ip", dim=32)
-    index.init_index(max_elements=3000, ef_construction=100, M=8, random_seed=1)
-    index.add_items(data, np.arange(3000), num_threads=1)
-    path = tmp_path / "h.bin"
-    index.save_index(str(path))
-    graph = HnswGraph(path, 32)
-    queries = rng.normal(size=(30, 32)).astype(np.float32)
-    for ef in (10, 50):
-        index.set_ef(ef)
-        labels, _ = index.knn_query(queries, k=1, num_threads=1)
-        counts, same = [], 0
-        for q, lab in zip(queries, labels[:, 0]):
-            got, count = graph.search(q, ef, 1)
-            same += got[0] == lab
-            counts.append(count)
-        assert same >= 29
-        assert 10 < np.mean(counts) < 3000
-
-
-def test_bench_search_runs_end_to_end(tiny_home: Path, tmp_path: Path) -> None:
-    from geoguess.bench_search import SearchBenchOptions, run_search_bench
-
-    rows = run_search_bench(
-        SearchBenchOptions(
-            model="tiny",
-            configs=("auto", "8+capsules+gps"),
-            beams=(1, 4),
-            cosines=(0.45,),
-            n_queries=20,
-            limit=3000,
-            scale=3500,
-            hnsw_efs=(16,),
-            replay_queries=5,
-            flat_queries=5,
-            compare_nodes=True,
-            workdir=tmp_path / "work",
-        )
-    )
-    by_method: dict[str, list] = {}
-    for r in rows:
-        by_method.setdefault(r.method, []).append(r)
-    assert set(by_method) == {"flat", "tree", "tree-oracle", "hnsw"}
-    for r in rows:
-        d = r.to_dict()
-        assert d["gallery_size"] == 3500 and d["queries"] == "proxy"
-        assert d["proxy_cosine"] == 0.45 and 0.35 < d["measured_cosine"] < 0.55
-        assert 0 <= d["agreement"] <= 1 and 0 < d["share_compared"] <= 1
-    trees = [r for r in by_method["tree"] if r.levels.startswith("8+capsules")]
-    assert [r.beam for r in trees] == [1, 4]
-    assert trees[1].share_compared > trees[0].share_compared
-    assert all(r.us_per_query > 0 and r.rss_mb > 0 and r.disk_mb > 0 for r in trees)
-    assert all(r.agreement == 1.0 for r in by_method["tree-oracle"])
-    assert by_method["hnsw"][0].compared_mean > 0

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import json
 import logging
 import os
 import platform
@@ -27,7 +26,7 @@ import numpy as np
 from .. import __version__
 from ..encoders import ImageEncoder, LocationEncoder, l2_normalize
 from ..errors import ExportError, SetupError, UsageError
-from ..manifest import FORMAT_VERSION, MANIFEST_NAME, PRECISIONS, describe_files, sha256_file
+from ..manifest import FORMAT_VERSION, PRECISIONS, describe_files, sha256_file, write_manifest
 from ..reporting import Reporter
 from ..store import InstalledModel, check_name, commit, models_dir, staging
 from .backbone import Backbone, backbone_kind, open_folder, open_random
@@ -447,7 +446,7 @@ def build_model_set(
             },
             "files": file_table,
         }
-        (stage / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        write_manifest(stage, manifest)
         with rep.task("Installing"):
             installed = commit(stage, name, force=opts.force)
     return installed

@@ -219,6 +219,7 @@ _SEARCH_COLUMNS = (
     ("method", "method"),
     ("levels", "tree / index"),
     ("beam", "beam"),
+    ("top", "top level"),
     ("ef", "ef"),
     ("proxy_cosine", "cos"),
     ("agreement", "top-1 = flat"),
@@ -274,32 +275,11 @@ def bench_search(
     cosines: Annotated[
         str, typer.Option("--cosines", help="Proxy noise levels (cosine to the clean point).")
     ] = "0.95,0.7,0.45,0.3",
-    scale: Annotated[
-        int | None,
-        typer.Option(
-            "--scale", help="Gallery size: real points plus jittered copies (e.g. 1000000)."
-        ),
-    ] = None,
     limit: Annotated[
         int | None,
         typer.Option("--limit", min=100, help="Use only the first N real gallery points."),
     ] = None,
-    efs: Annotated[
-        str, typer.Option("--ef", help="hnswlib baseline ef values ('' to skip).")
-    ] = "20,80,320",
-    compare_nodes: Annotated[
-        bool,
-        typer.Option(
-            "--compare-nodes",
-            help="Also compare node keys on our tree: mean GPS (published), mean embedding, "
-            "and the exact cluster score (ceiling).",
-        ),
-    ] = False,
-    workdir: Annotated[
-        Path | None,
-        typer.Option("--workdir", help="Keep scaled galleries and indexes here and reuse them."),
-    ] = None,
-    seed: Annotated[int, typer.Option(help="Seed for held-out points, noise, jitter.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed for held-out points and noise.")] = 0,
     json_out: RowsJsonOpt = False,
 ) -> None:
     """Tree search against exact flat search: agreement, dot products, speed, memory.
@@ -310,7 +290,7 @@ def bench_search(
 
       geoguess bench search --levels auto --beams 8,16,24 --cosines 0.45 --json
 
-      geoguess bench search --scale 1000000 --workdir /tmp/bench
+      geoguess bench search --limit 20000 --levels 200 --levels auto
     """
     from ..bench_search import DEFAULT_CONFIGS, SearchBenchOptions, run_search_bench
     from ..output import json_line, print_table, stdout_console
@@ -324,12 +304,8 @@ def bench_search(
             queries=queries,
             cosines=_numbers(cosines, "--cosines", float),
             n_queries=n_queries,
-            scale=scale,
             limit=limit,
-            hnsw_efs=_numbers(efs, "--ef", int),
-            compare_nodes=compare_nodes,
             seed=seed,
-            workdir=workdir,
         )
 
         def emit(row: Any) -> None:

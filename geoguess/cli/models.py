@@ -15,6 +15,7 @@ from .common import (
     RichReporter,
     _err,
     _errors,
+    _note,
     models_app,
 )
 
@@ -107,54 +108,93 @@ def models_build(
         typer.echo(f"installed {installed.name} at {installed.path}", err=True)
 
 
+def _mb(n: int) -> str:
+    return f"{n / 1e6:,.0f} MB" if n >= 1e6 or n == 0 else f"{n / 1e6:,.1f} MB"
+
+
 @models_app.command("list")
 def models_list(json_out: JsonOpt = False) -> None:
-    """List installed model sets."""
-    from ..output import json_line, print_table, stdout_console
-    from ..store import default_model_name, list_models, models_dir
+    """List installed model sets, with their size and that of their derived cache."""
+    from .. import derived
+    from ..output import json_line, stdout_console
+    from ..store import default_model_name, models_dir, scan_models
 
     with _errors():
-        models = list_models()
+        models, unreadable = scan_models()
+        cached = derived.entries()
+        summaries = [_model_summary(m, cached) for m in models]
+        for name, exc in unreadable.items():
+            # Not a usable set, but not one to hide either: the user must repair it.
+            _err(f"model set {name!r} cannot be used: {exc}")
         if json_out:
-            for m in models:
-                sys.stdout.write(json_line(_model_summary(m)) + "\n")
+            for s in summaries:
+                sys.stdout.write(json_line(s) + "\n")
             return
         if not models:
-            typer.echo(f"no model sets in {models_dir()}; run: geoguess models build", err=True)
+            if not unreadable:
+                typer.echo(f"no model sets in {models_dir()}; run: geoguess models build", err=True)
             return
         default = default_model_name()
+        columns = ["name", "precisions", "galleries", "size", "cache", "backbone", "path"]
         rows = []
-        for m in models:
-            s = _model_summary(m)
+        for s in summaries:
+            backbone = s["backbone"] + (" (random weights)" if s["random_weights"] else "")
             rows.append(
-                [
-                    m.name + (" (default)" if m.name == default else ""),
-                    ", ".join(s["precisions"]),
-                    ", ".join(s["galleries"]),
-                    f"{s['size_bytes'] / 1e6:,.0f} MB",
-                    s["backbone"] + (" (random weights)" if s["random_weights"] else ""),
-                    s["path"],
-                ]
+                {
+                    "name": s["name"] + (" (default)" if s["name"] == default else ""),
+                    "precisions": ", ".join(s["precisions"]),
+                    "galleries": ", ".join(s["galleries"]),
+                    "size": _mb(s["size_bytes"]),
+                    "cache": _mb(s["cache_bytes"]),
+                    "backbone": backbone,
+                    "path": s["path"],
+                    "status": "damaged: run geoguess models verify " + s["name"]
+                    if s["damaged"]
+                    else "",
+                }
             )
-        print_table(
-            stdout_console(),
-            ["name", "precisions", "galleries", "size", "backbone", "path"],
-            rows,
-            right={"size"},
-        )
+        if not stdout_console().is_terminal:
+            sys.stdout.write("\t".join(columns) + "\n")
+            for row in rows:
+                sys.stdout.write("\t".join(row[c] for c in columns) + "\n")
+            return
+        # One block per set, a field per line: a table cut names and paths short in an
+        # 80-column terminal, and a path must be whole to be copied.
+        for i, row in enumerate(rows):
+            if summaries[i]["cache_bytes"]:
+                row = {**row, "size": f"{row['size']} (+ {row['cache']} derived cache)"}
+            lines = [row["name"]] + [
+                f"  {field:<11}{row[field]}"
+                for field in ("path", "precisions", "galleries", "size", "backbone", "status")
+                if row[field]
+            ]
+            typer.echo("\n".join(lines) + "\n")
+        root = derived.cache_dir()
+        if root is not None:
+            typer.echo(
+                f"derived cache: {_mb(derived.size_bytes(cached))} in {len(cached)} entries\n"
+                f"  {root}\n  (geoguess models cache clear empties it)"
+            )
 
 
-def _model_summary(m: Any) -> dict[str, Any]:
+def _model_summary(m: Any, cached: list[Any] | None = None) -> dict[str, Any]:
+    from .. import derived
+    from ..store import verify_failures
+
     prov = m.manifest.raw.get("provenance", {}).get("backbone", {})
     backbone = prov.get("id") or prov.get("path") or f"random:{prov.get('geometry')}"
+    sources = derived.sources_of(m)
+    entries = derived.entries() if cached is None else cached
     return {
         "name": m.name,
         "path": str(m.path),
         "precisions": list(m.manifest.image_encoders),
         "galleries": list(m.manifest.galleries),
         "size_bytes": m.size_bytes(),
+        "cache_bytes": derived.size_bytes([e for e in entries if e.source_sha256 in sources]),
         "backbone": backbone,
         "random_weights": m.manifest.random_weights,
+        "damaged": verify_failures(m.path) is not None,
     }
 
 
@@ -201,7 +241,8 @@ def models_info(
             + ", ".join(
                 f"{g} ({e.get('size', '?'):,} points)" for g, e in m.manifest.galleries.items()
             ),
-            f"size         {info['size_bytes'] / 1e6:,.1f} MB",
+            f"size         {info['size_bytes'] / 1e6:,.1f} MB"
+            + (f" (+ {_mb(info['cache_bytes'])} derived cache)" if info["cache_bytes"] else ""),
             f"provider     {info['provider']} "
             f"(available: {', '.join(info['providers_available'])})",
         ]
@@ -221,16 +262,35 @@ def models_verify(
         str | None, typer.Argument(help="Model set \\[default: the default one].")
     ] = None,
 ) -> None:
-    """Check every file of a model set against the sha256 in its manifest."""
+    """Check a model set's manifest and every file against the sha256 in it, and the
+    set's derived cache.
+
+    A damaged file makes geoguess refuse the set until a later verify finds it whole
+    (or the set is rebuilt or reinstalled with --force). Damaged cache entries are
+    moved aside and rebuilt at their next use.
+    """
+    from .. import derived
     from ..store import verify_model
 
     with _errors():
         model, problems = verify_model(name)
         for p in problems:
             _err(str(p))
+        checked, cache_problems = derived.verify_entries(model)
+        for line in cache_problems:
+            _note(line)
         if problems:
+            _err(
+                f"model set {model.name!r} is refused until repaired: restore the files and "
+                f"run `geoguess models verify {model.name}` again, or rebuild or reinstall "
+                "it with --force"
+            )
             raise typer.Exit(EXIT_SETUP)
-        typer.echo(f"{model.name}: {len(model.manifest.files)} files OK", err=True)
+        typer.echo(
+            f"{model.name}: manifest and {len(model.manifest.files)} files OK; derived cache: "
+            f"{checked - len(cache_problems)} of {checked} entries OK",
+            err=True,
+        )
 
 
 @models_app.command("remove")
@@ -238,15 +298,81 @@ def models_remove(
     name: Annotated[str, typer.Argument(help="Model set to delete.")],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
 ) -> None:
-    """Delete an installed model set."""
-    from ..store import get_model, remove_model
+    """Delete an installed model set and its derived cache entries."""
+    from .. import derived
+    from ..store import get_model, list_models, remove_model
 
     with _errors():
         m = get_model(name)
         if not yes and not typer.confirm(f"Delete {m.path}?", err=True):
             raise typer.Exit(EXIT_SETUP)
         remove_model(name)
-        typer.echo(f"removed {name}", err=True)
+        freed = derived.remove_entries_of(m, keep=list_models())
+        typer.echo(
+            f"removed {name}" + (f" and {_mb(freed)} of derived cache" if freed else ""), err=True
+        )
+
+
+cache_app = typer.Typer(
+    help="Show or clear the derived cache (optimised graphs, float32 galleries).",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+models_app.add_typer(cache_app, name="cache")
+
+
+@cache_app.callback(invoke_without_command=True)
+def models_cache(
+    ctx: typer.Context,
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+) -> None:
+    """Where the derived cache is, its size, and what it holds for which model set.
+
+    Everything in it is made again when needed; `geoguess models cache clear` empties it.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from .. import derived
+    from ..output import json_line
+    from ..store import list_models
+
+    with _errors():
+        root = derived.cache_dir()
+        entries = derived.entries()
+        owners = {m.name: derived.sources_of(m) for m in list_models()}
+        rows = [
+            {
+                "path": str(e.path),
+                "kind": e.kind,
+                "size_bytes": e.size_bytes,
+                "model_sets": [n for n, shas in owners.items() if e.source_sha256 in shas],
+            }
+            for e in entries
+        ]
+        if json_out:
+            info = {
+                "path": None if root is None else str(root),
+                "size_bytes": derived.size_bytes(entries),
+                "entries": rows,
+            }
+            sys.stdout.write(json_line(info) + "\n")
+            return
+        if root is None:
+            typer.echo("the derived cache is off (GEOGUESS_DERIVED_CACHE=0)")
+            return
+        typer.echo(f"{root}\n{_mb(derived.size_bytes(entries))} in {len(entries)} entries")
+        for r in rows:
+            owner = ", ".join(r["model_sets"]) or "no installed set"
+            typer.echo(f"  {r['kind']:<16}{_mb(r['size_bytes']):>10}  {owner}\n    {r['path']}")
+
+
+@cache_app.command("clear")
+def models_cache_clear() -> None:
+    """Delete everything in the derived cache (it is rebuilt as needed)."""
+    from .. import derived
+
+    with _errors():
+        freed = derived.clear()
+        typer.echo(f"cleared the derived cache ({_mb(freed)})", err=True)
 
 
 @models_app.command("install")

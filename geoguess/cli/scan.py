@@ -83,10 +83,14 @@ def _stop_on_signals() -> Iterator[tuple[threading.Event, list[int]]]:
             signal.signal(s, h)
 
 
-def _summary_line(summary: ScanSummary) -> str:
+def _summary_line(summary: ScanSummary, failed_before: int = 0, retried: int = 0) -> str:
     parts = [f"{summary.located} located", f"{summary.failed} failed"]
     if summary.skipped:
         parts.append(f"skipped {summary.skipped} already done")
+    if failed_before:
+        parts.append(f"{failed_before} failed in an earlier run (--retry-failed tries again)")
+    if retried:
+        parts.append(f"retried {retried} that failed before")
     text = ", ".join(parts)
     text += f" in {summary.elapsed_s:.1f} s ({summary.files_per_s:.1f} files/s)"
     if summary.interrupted:
@@ -132,6 +136,12 @@ def scan_cmd(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Start the output afresh instead of resuming.")
     ] = False,
+    retry_failed: Annotated[
+        bool,
+        typer.Option(
+            "--retry-failed", help="When resuming, locate again the photos whose row is an error."
+        ),
+    ] = False,
     quiet: QuietOpt = False,
     model: ModelOpt = None,
     precision: PrecisionOpt = None,
@@ -155,9 +165,12 @@ def scan_cmd(
     """Locate every photo in a folder into a CSV or JSON Lines file.
 
     Rows are written as photos are done. Running the same command again
-    resumes: photos already in the output are skipped. Ctrl-C stops after
-    the current photo and leaves a valid file. A photo that cannot be read
-    gets a row with its error, and the exit status is then 1.
+    resumes: photos already in the output are skipped (--retry-failed
+    does the failed ones again), and an output made with another model,
+    precision or settings is refused. Ctrl-C stops after the current photo
+    and leaves a valid file. A photo that cannot be read gets a row with
+    its error, and the exit status is then 1 (also on a resumed run while
+    earlier failures remain).
 
     [bold]Examples[/]
 
@@ -199,9 +212,19 @@ def scan_cmd(
             "name": geo.model.name,
             "precision": geo.precision,
             "random_weights": geo.random_weights,
+            # What else makes rows differ: a resumed output refuses rows made otherwise.
+            "gallery": geo.gallery_name,
+            "top_k": top_k,
+            "search": search,
+            "beam": beam,
+            "llm": llm,
         }
         writer = open_writer(
-            None if to_stdout else output, out_format, model=model_info, overwrite=overwrite
+            None if to_stdout else output,
+            out_format,
+            model=model_info,
+            overwrite=overwrite,
+            retry_failed=retry_failed,
         )
         with writer, refiner or contextlib.nullcontext():
             if writer.dropped_partial:
@@ -256,7 +279,8 @@ def scan_cmd(
     if summary.found == 0:
         where = f"{folder}: no photos found" + (f" matching {glob!r}" if glob else "")
         _note(where + ("" if recursive else " (subfolders not searched)"))
-    stderr_console().print(_summary_line(summary), markup=False)
+    failed_before = len(writer.failed)
+    stderr_console().print(_summary_line(summary, failed_before, writer.retried), markup=False)
     if refiner is not None:
         from ..output import usage_text
 
@@ -264,4 +288,4 @@ def scan_cmd(
     if summary.interrupted:
         signum = received[0] if received else signal.SIGINT
         raise typer.Exit(128 + int(signum))
-    raise typer.Exit(EXIT_SOME_FAILED if summary.failed else EXIT_OK)
+    raise typer.Exit(EXIT_SOME_FAILED if summary.failed or failed_before else EXIT_OK)

@@ -10,13 +10,12 @@ Only complete, successful answers are stored; failures are retried on the next r
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from ..atomic import write_file
 
 __all__ = ["AnswerCache", "default_cache_dir", "request_key"]
 
@@ -63,15 +62,5 @@ class AnswerCache:
         """Store a record atomically. Raises OSError when the folder is not writable."""
         if not self.enabled:
             return
-        target = self.path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
         data = json.dumps({"format": CACHE_FORMAT, **record}, ensure_ascii=False, indent=1)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".json")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(data)
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        write_file(self.path(key), data)

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..errors import SetupError, UsageError
+from ..errors import SetupError, UsageError, one_line
 from .cache import AnswerCache, request_key
 from .privacy import effective_base_url, redact
 
@@ -197,7 +197,7 @@ class LLMClient:
             raise UsageError(
                 f"litellm does not know model {self.settings.model!r}: name it as "
                 f"provider/model, e.g. openai/gpt-4o, anthropic/..., gemini/..., "
-                f"ollama_chat/llava ({redact(_one_line(exc))})"
+                f"ollama_chat/llava ({redact(one_line(exc, 300))})"
             ) from None
         return str(provider)
 
@@ -398,17 +398,12 @@ def _retry_after(exc: BaseException) -> float | None:
         return None  # an HTTP date, or no header: use our own backoff
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 300 else text[:299] + "…"
-
-
 def _describe(exc: BaseException, timeout: float) -> str:
     lit = _litellm
     timeout_type = getattr(lit, "Timeout", None)
     if isinstance(timeout_type, type) and isinstance(exc, timeout_type):
         return f"request timed out ({timeout:g} s)"
-    text = _one_line(exc)
+    text = one_line(exc, 300)
     # litellm prefixes repeat the class name: "litellm.RateLimitError: RateLimitError: ..."
     for prefix in ("litellm.",):
         if text.startswith(prefix):

@@ -1,0 +1,45 @@
+"""Where the tests find the real photos of ../shared, and what happens when it is missing.
+
+A missing folder fails the tests that need it: a suite that skips its real-data tests
+must not look green. ``GEOGUESS_TESTS_ALLOW_MISSING_DATA=1`` makes them skip instead.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+from typing import Any, NoReturn
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+PHOTOS = SHARED / "photos"
+MANIFEST = PHOTOS / "MANIFEST.csv"
+ALLOW_MISSING = os.environ.get("GEOGUESS_TESTS_ALLOW_MISSING_DATA") == "1"
+
+
+def missing(what: Path) -> NoReturn:
+    """Fail (or, when allowed, skip) the current test or collection for ``what``."""
+    message = (
+        f"test data not found at {what} (set GEOGUESS_TESTS_ALLOW_MISSING_DATA=1 to skip "
+        "the tests that need it)"
+    )
+    if ALLOW_MISSING:
+        pytest.skip(message, allow_module_level=True)
+    pytest.fail(message, pytrace=False)
+
+
+def photo(name: str) -> Path:
+    path = PHOTOS / name
+    if not path.is_file():
+        missing(path)
+    return path
+
+
+def manifest_params() -> list[Any]:
+    """One pytest.param per row of MANIFEST.csv, for parametrising at collection."""
+    if not MANIFEST.is_file():
+        missing(MANIFEST)
+    with MANIFEST.open(newline="", encoding="utf-8") as handle:
+        return [pytest.param(row, id=row["file"]) for row in csv.DictReader(handle)]
