@@ -12,6 +12,7 @@ import numpy as np
 from . import derived
 from .encoders import ImageEncoder, LocationEncoder, l2_normalize
 from .errors import UsageError
+from .manifest import check_precision
 from .preprocess import Preprocess
 from .providers import providers_for
 from .search import FlatSearch, Searcher, SearchResult
@@ -98,6 +99,7 @@ class Geolocator:
         self.threads = threads
         manifest = model.manifest
         on_cuda = providers_for(device)[0] == "CUDAExecutionProvider"
+        check_precision(precision)
         self.precision = precision or default_precision(model, on_cuda)
         if self.precision not in manifest.image_encoders:
             raise UsageError(

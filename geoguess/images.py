@@ -33,6 +33,7 @@ __all__ = [
     "open_regular_file",
     "opened_image",
     "quiet_pillow",
+    "read_stream",
 ]
 
 SUPPORTED_SUFFIXES: frozenset[str] = frozenset(
@@ -255,18 +256,22 @@ def _open_source(source: ImageSource, label: str) -> tuple[BinaryIO, str]:
         return io.BytesIO(bytes(source)), ""
     if isinstance(source, (str, os.PathLike)):
         return open_regular_file(Path(source), label), Path(source).suffix.lower()
-    read = getattr(source, "read", None)
-    if read is None:
+    if getattr(source, "read", None) is None:
         raise TypeError(f"cannot load an image from {type(source).__name__}")
+    return io.BytesIO(read_stream(source, label)), ""
+
+
+def read_stream(stream: BinaryIO, label: str = STDIN_NAME) -> bytes:
+    """All of a binary stream (stdin), up to :data:`MAX_FILE_BYTES`; ImageError beyond."""
     try:
-        data = read(MAX_FILE_BYTES + 1)
+        data = stream.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise ImageError(label, f"cannot read input ({os_reason(exc)})") from None
     if not isinstance(data, (bytes, bytearray)):
         raise ImageError(label, "input is a text stream; binary image data is needed")
     if len(data) > MAX_FILE_BYTES:
         raise ImageError(label, f"input is over the {MAX_FILE_BYTES >> 20} MiB limit")
-    return io.BytesIO(bytes(data)), ""
+    return bytes(data)
 
 
 _FILE_KINDS = (

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import write_file
-from .errors import ModelIntegrityError, SetupError
+from .errors import ModelIntegrityError, SetupError, UsageError
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
@@ -27,6 +27,12 @@ CHECKSUM_FIELD = "manifest_sha256"
 
 #: Precisions of the image encoder a model set may carry, fastest-first per device.
 PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def check_precision(precision: str | None) -> None:
+    """UsageError unless ``precision`` is None (the default) or one of PRECISIONS."""
+    if precision is not None and precision not in PRECISIONS:
+        raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

@@ -31,8 +31,37 @@ def stderr_console() -> Console:
     return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-def json_line(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False, allow_nan=False)
+def json_line(obj: Any, *, ascii_only: bool = False) -> str:
+    return json.dumps(obj, ensure_ascii=ascii_only, allow_nan=False)
+
+
+def can_hold_unicode(stream: Any) -> bool:
+    """Whether a text stream's encoding can hold any text (UTF-8 and its kin)."""
+    import codecs
+
+    try:
+        name = codecs.lookup(getattr(stream, "encoding", None) or "utf-8").name
+    except LookupError:
+        return False
+    return name.startswith("utf")
+
+
+def print_json(obj: Any) -> None:
+    """One JSON line to stdout, always valid JSON: non-ASCII text is escaped (\\u014d)
+    when stdout cannot hold it (cp1252 when redirected on Windows, PYTHONIOENCODING=ascii).
+    """
+    sys.stdout.write(json_line(obj, ascii_only=not can_hold_unicode(sys.stdout)) + "\n")
+
+
+def tolerate_any_text(*streams: Any) -> None:
+    """Make text that a stream's encoding cannot hold come out escaped, never raise.
+
+    Place names (Shibakōen) reach tables and messages; a stdout in cp1252 or ASCII must
+    degrade them, not crash with a traceback.
+    """
+    for stream in streams:
+        if not can_hold_unicode(stream) and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
 
 
 def print_table(

@@ -17,6 +17,9 @@ __all__ = ["app", "main"]
 
 
 def main() -> None:
+    from ..output import tolerate_any_text
+
+    tolerate_any_text(sys.stdout, sys.stderr)
     try:
         app()
     except InputError as exc:  # pragma: no cover - commands catch these themselves

@@ -119,7 +119,7 @@ def bench_inference(
     if ctx.invoked_subcommand is not None:
         return
     from ..bench import bench_latency, bench_scan, help_seconds, rows_to_dicts
-    from ..output import json_line, print_table, stdout_console
+    from ..output import print_json, print_table, stdout_console
     from ..providers import providers_for
 
     with _errors():
@@ -154,10 +154,10 @@ def bench_inference(
         help_s = help_seconds()
         if json_out:
             for r in rows_to_dicts(rows):
-                sys.stdout.write(json_line({"kind": "latency", **r}) + "\n")
+                print_json({"kind": "latency", **r})
             for r in rows_to_dicts(scan_rows):
-                sys.stdout.write(json_line({"kind": "scan", **r}) + "\n")
-            sys.stdout.write(json_line({"kind": "startup", "help_s": help_s}) + "\n")
+                print_json({"kind": "scan", **r})
+            print_json({"kind": "startup", "help_s": help_s})
             return
         console = stdout_console()
         columns = [
@@ -293,7 +293,7 @@ def bench_search(
       geoguess bench search --limit 20000 --levels 200 --levels auto
     """
     from ..bench_search import DEFAULT_CONFIGS, SearchBenchOptions, run_search_bench
-    from ..output import json_line, print_table, stdout_console
+    from ..output import print_json, print_table, stdout_console
 
     with _errors():
         opts = SearchBenchOptions(
@@ -310,7 +310,7 @@ def bench_search(
 
         def emit(row: Any) -> None:
             if json_out:
-                sys.stdout.write(json_line(row.to_dict()) + "\n")
+                print_json(row.to_dict())
                 sys.stdout.flush()
 
         rows = run_search_bench(opts, RichReporter(), emit)

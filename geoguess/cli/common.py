@@ -21,12 +21,31 @@ EXIT_OK, EXIT_SOME_FAILED, EXIT_SETUP = 0, 1, 2
 
 
 class DefaultToLocate(TyperGroup):
-    """``geoguess photo.jpg`` means ``geoguess locate photo.jpg``."""
+    """``geoguess photo.jpg`` means ``geoguess locate photo.jpg``.
+
+    A first word that is no command and no existing file, but close to a command
+    (``modles``), is a usage error with a suggestion rather than a missing photo.
+    """
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if args and args[0] == "help":  # what people type first
+            args = ["--help", *args[1:]]
         if args and args[0] not in self.commands and args[0] not in {"--help", "-h", "--version"}:
+            self._refuse_typo(ctx, args[0])
             args = ["locate", *args]
         return super().parse_args(ctx, args)
+
+    def _refuse_typo(self, ctx: Any, word: str) -> None:
+        import difflib
+        import os
+
+        if word.startswith("-") or os.path.lexists(word):
+            return
+        names = [*self.commands, "version"]
+        close = difflib.get_close_matches(word.lower(), names, n=1, cutoff=0.75)
+        if close:
+            hint = "--version" if close[0] == "version" else close[0]
+            ctx.fail(f"{word!r} is no command and no file; did you mean {hint!r}?")
 
     def format_usage(self, ctx: Any, formatter: Any) -> None:
         formatter.write_usage("geoguess", "[OPTIONS] PHOTO... | COMMAND [ARGS]...")
@@ -44,7 +63,10 @@ app = typer.Typer(
         "  geoguess photo.jpg                   top-5 candidate places\n\n"
         "  geoguess --json --top-k 10 a.jpg b.jpg\n\n"
         "  geoguess scan ~/Pictures -o places.csv\n\n"
-        "  geoguess models build                fetch and build the model set (once)"
+        "  geoguess models build                fetch and build the model set (once)\n\n"
+        "[bold]Options for photos[/] (geoguess PHOTO... is geoguess locate PHOTO...):"
+        " --top-k, --json, --model, --precision, --device, --search, --llm and more;"
+        " see geoguess locate --help."
     ),
 )
 models_app = typer.Typer(
@@ -109,6 +131,9 @@ TopKOpt = Annotated[
     int, typer.Option("--top-k", "-k", min=1, max=1000, help="Candidates per photo.")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON object per photo (JSON Lines).")]
+#: --json of the commands that describe model sets and galleries, not photos.
+JsonListOpt = Annotated[bool, typer.Option("--json", help="JSON Lines: one object per entry.")]
+JsonObjectOpt = Annotated[bool, typer.Option("--json", help="One JSON object.")]
 BatchSizeOpt = Annotated[
     int | None,
     typer.Option(
@@ -289,7 +314,10 @@ def open_geolocator(
 ) -> Any:
     from ..errors import ModelNotFoundError
     from ..geolocator import Geolocator
+    from ..manifest import check_precision
     from ..store import DEFAULT_MODEL, default_model_name
+
+    check_precision(precision)  # a typo must not lead to "build the model set"
 
     def load() -> Any:
         return Geolocator.load(

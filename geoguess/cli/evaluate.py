@@ -178,7 +178,7 @@ def eval_cmd(
       --lat-column lat --lon-column lon --predictions preds.csv
     """
     from ..evaluate import PredictionsWriter, evaluate, read_eval_csv
-    from ..output import json_line, stderr_console
+    from ..output import print_json, stderr_console
     from ..reporting import Reporter
     from .common import RichReporter
 
@@ -246,7 +246,7 @@ def eval_cmd(
             "gallery": geo.gallery_name,
             "random_weights": geo.random_weights,
         }
-        sys.stdout.write(json_line(record) + "\n")
+        print_json(record)
     else:
         _show(metrics, geo.random_weights)
     bad = metrics.n_missing + metrics.n_failed + metrics.n_bad_rows

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from .common import EXIT_SETUP, JsonOpt, ModelOpt, RichReporter, _errors, models_app
+from .common import EXIT_SETUP, JsonListOpt, ModelOpt, RichReporter, _errors, models_app
 
 gallery_app = typer.Typer(
     no_args_is_help=True,
@@ -60,16 +59,16 @@ def gallery_add(
 
 
 @gallery_app.command("list")
-def gallery_list(model: ModelOpt = None, json_out: JsonOpt = False) -> None:
+def gallery_list(model: ModelOpt = None, json_out: JsonListOpt = False) -> None:
     """List the galleries of a model set and their search trees."""
     from ..galleries import list_galleries
-    from ..output import json_line, stdout_console
+    from ..output import print_json, stdout_console
 
     with _errors():
         rows = list_galleries(model)
         if json_out:
             for r in rows:
-                sys.stdout.write(json_line(r) + "\n")
+                print_json(r)
             return
         from rich.table import Table
 

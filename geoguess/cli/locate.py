@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Annotated, Any
 
@@ -80,10 +81,23 @@ def locate_cmd(
     """
     import contextlib
 
+    from ..errors import UsageError
+    from ..images import read_stream
     from ..locate import locate_many
-    from ..output import json_line, show_refinement, show_result, stdout_console
+    from ..output import print_json, show_refinement, show_result, stdout_console
 
     with _errors(), contextlib.ExitStack() as stack:
+        if "-" in photos and sys.stdin.isatty():
+            raise UsageError(
+                "'-' reads a photo from stdin, but stdin is a terminal; pipe one in: "
+                "cat photo.jpg | geoguess -"
+            )
+        missing = [p for p in photos if p != "-" and not os.path.lexists(p)]
+        if len(missing) == len(photos):
+            # Nothing to locate: say so before asking for (or loading) a model set.
+            for p in missing:
+                _err(f"{p}: no such file")
+            raise typer.Exit(EXIT_SOME_FAILED)
         geo = open_geolocator(
             model, precision, device, gallery, verbose, search, beam, exact_decode, yes=yes
         )
@@ -104,7 +118,7 @@ def locate_cmd(
             stack.enter_context(refiner)
         sources: list[Any] = []
         for p in photos:
-            sources.append(sys.stdin.buffer.read() if p == "-" else p)
+            sources.append(read_stream(sys.stdin.buffer) if p == "-" else p)
         names = ["<stdin>" if p == "-" else p for p in photos]
         failed = 0
         console = stdout_console()
@@ -125,7 +139,7 @@ def locate_cmd(
                         "precision": geo.precision,
                         "random_weights": geo.random_weights,
                     }
-                    sys.stdout.write(json_line(rec) + "\n")
+                    print_json(rec)
                 elif not res.error:
                     show_result(res, console)
                     if res.llm is not None:

@@ -11,7 +11,8 @@ import typer
 from .common import (
     EXIT_SETUP,
     DeviceOpt,
-    JsonOpt,
+    JsonListOpt,
+    JsonObjectOpt,
     RichReporter,
     _err,
     _errors,
@@ -113,10 +114,10 @@ def _mb(n: int) -> str:
 
 
 @models_app.command("list")
-def models_list(json_out: JsonOpt = False) -> None:
+def models_list(json_out: JsonListOpt = False) -> None:
     """List installed model sets, with their size and that of their derived cache."""
     from .. import derived
-    from ..output import json_line, stdout_console
+    from ..output import print_json, stdout_console
     from ..store import default_model_name, models_dir, scan_models
 
     with _errors():
@@ -128,7 +129,7 @@ def models_list(json_out: JsonOpt = False) -> None:
             _err(f"model set {name!r} cannot be used: {exc}")
         if json_out:
             for s in summaries:
-                sys.stdout.write(json_line(s) + "\n")
+                print_json(s)
             return
         if not models:
             if not unreadable:
@@ -204,10 +205,10 @@ def models_info(
         str | None, typer.Argument(help="Model set \\[default: the default one].")
     ] = None,
     device: DeviceOpt = "auto",
-    json_out: JsonOpt = False,
+    json_out: JsonObjectOpt = False,
 ) -> None:
     """Show a model set's manifest summary, quality figures and the provider in use."""
-    from ..output import json_line
+    from ..output import print_json
     from ..store import get_model
 
     with _errors():
@@ -228,7 +229,7 @@ def models_info(
             }
         )
         if json_out:
-            sys.stdout.write(json_line(info) + "\n")
+            print_json(info)
             return
         lines = [
             f"name         {info['name']}",
@@ -332,7 +333,7 @@ def models_cache(
     if ctx.invoked_subcommand is not None:
         return
     from .. import derived
-    from ..output import json_line
+    from ..output import print_json
     from ..store import list_models
 
     with _errors():
@@ -354,7 +355,7 @@ def models_cache(
                 "size_bytes": derived.size_bytes(entries),
                 "entries": rows,
             }
-            sys.stdout.write(json_line(info) + "\n")
+            print_json(info)
             return
         if root is None:
             typer.echo("the derived cache is off (GEOGUESS_DERIVED_CACHE=0)")
