@@ -142,3 +142,15 @@ def test_any_stdout_encoding_gives_valid_json_and_a_table(
     assert table.stdout.strip()
     missing = geoguess(str(tmp_path / "nichts-ō.jpg"))
     assert missing.returncode == 1 and b"Traceback" not in missing.stderr
+
+
+@pytest.mark.parametrize("command", [["models", "list"], ["models", "gallery", "list"]])
+def test_listings_are_plain_lines_when_piped(tiny_home: Path, command: list[str]) -> None:
+    result = _run(*command)
+    assert result.exit_code == 0, result.output
+    assert not set("│╭╰─┃━") & set(result.stdout)
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("name\t") and len(lines) >= 2
+    assert all(len(line.split("\t")) == len(lines[0].split("\t")) for line in lines)
+    # Whole paths: nothing cut to fit a width.
+    assert "…" not in result.stdout

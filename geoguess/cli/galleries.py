@@ -62,7 +62,7 @@ def gallery_add(
 def gallery_list(model: ModelOpt = None, json_out: JsonListOpt = False) -> None:
     """List the galleries of a model set and their search trees."""
     from ..galleries import list_galleries
-    from ..output import print_json, stdout_console
+    from ..output import print_json, print_table, stdout_console
 
     with _errors():
         rows = list_galleries(model)
@@ -70,22 +70,21 @@ def gallery_list(model: ModelOpt = None, json_out: JsonListOpt = False) -> None:
             for r in rows:
                 print_json(r)
             return
-        from rich.table import Table
-
-        table = Table(header_style="bold")
-        for col in ("name", "points", "trees", "source"):
-            table.add_column(col)
+        table = []
         for r in rows:
             trees = ", ".join(
                 t + (" (default)" if t == r["default_tree"] else "") for t in r["trees"]
             )
-            table.add_row(
-                r["name"] + (" (default)" if r["default"] else ""),
-                f"{r['size']:,}" if r["size"] is not None else "?",
-                trees or "none: flat search only",
-                r["source"] or "",
+            table.append(
+                [
+                    r["name"] + (" (default)" if r["default"] else ""),
+                    f"{r['size']:,}" if r["size"] is not None else "?",
+                    trees or "none: flat search only",
+                    r["source"] or "",
+                ]
             )
-        stdout_console().print(table)
+        # A rich table on a terminal, tab-separated lines when piped.
+        print_table(stdout_console(), ["name", "points", "trees", "source"], table)
 
 
 @gallery_app.command("remove")
