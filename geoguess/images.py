@@ -7,6 +7,7 @@ names the input, so a batch run can report it on one line and go on.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import stat
@@ -386,12 +387,34 @@ def _identify_problem(fp: BinaryIO) -> str:
         found = None
     if found:
         return f"unsupported image format ({found})"
+    fp.seek(0)
+    header = fp.read(16)
+    claimed = next((name for sig, name in _SIGNATURES if header.startswith(sig)), None)
+    if claimed == "WebP" and header[8:12] != b"WEBP":
+        claimed = None
+    if claimed:
+        return f"image file is truncated or damaged (it starts as a {claimed} file)"
     return "not an image file (cannot identify format)"
 
 
+# How files of the supported formats start: a file that starts so but cannot be opened
+# is damaged, not "not an image".
+_SIGNATURES = (
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"RIFF", "WebP"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"BM", "BMP"),
+)
+
+
 def _decode(im: Image.Image, label: str, max_pixels: int | None) -> None:
+    libtiff: list[str] = []
     try:
-        with quiet_pillow():
+        with quiet_pillow(), _libtiff_messages(libtiff, im.format == "TIFF"):
             im.load()
     except Image.DecompressionBombError as exc:
         # GIF and TIFF check frame/tile sizes again while decoding.
@@ -399,14 +422,66 @@ def _decode(im: Image.Image, label: str, max_pixels: int | None) -> None:
     except MemoryError:
         raise ImageError(label, "not enough memory to decode the image") from None
     except Exception as exc:  # decoders raise anything on corrupt input
-        raise ImageError(label, _decode_problem(exc, "cannot decode image")) from None
+        problem = _decode_problem(exc, "cannot decode image")
+        if libtiff:
+            problem = f"image data is damaged (libtiff: {'; '.join(libtiff)})"
+        raise ImageError(label, problem) from None
+    if libtiff:
+        # libtiff reports damage it decoded past: the pixels are not the photo's.
+        raise ImageError(label, f"image data is damaged (libtiff: {'; '.join(libtiff)})")
+
+
+_stderr_lock = threading.Lock()
+# Pillow hands libtiff the in-memory name "tempfile.tif"; libtiff prints its errors,
+# under that name, straight to file descriptor 2.
+_LIBTIFF_PREFIX = "tempfile.tif:"
+
+
+@contextmanager
+def _libtiff_messages(found: list[str], active: bool = True) -> Iterator[None]:
+    """Collect what libtiff writes to stderr while decoding, instead of letting it reach
+    the terminal unnamed; whatever else was written meanwhile is passed on."""
+    if not active:
+        yield
+        return
+    import sys
+    import tempfile
+
+    with _stderr_lock, tempfile.TemporaryFile() as sink:
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(Exception):
+                sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            others = []
+            for line in sink.read().decode("utf-8", "replace").splitlines(keepends=True):
+                if line.startswith(_LIBTIFF_PREFIX):
+                    found.append(line[len(_LIBTIFF_PREFIX) :].strip().rstrip("."))
+                else:
+                    others.append(line)
+            if others:
+                with contextlib.suppress(OSError):
+                    os.write(2, "".join(others).encode("utf-8", "replace"))
 
 
 def _decode_problem(exc: Exception, what: str) -> str:
     # Pillow words a file cut short differently per plugin and stage ("image file is
     # truncated (5 bytes not processed)", "Truncated File Read"); users need one answer.
-    if isinstance(exc, EOFError) or (isinstance(exc, OSError) and "truncated" in str(exc).lower()):
+    text = str(exc).lower()
+    if isinstance(exc, EOFError) or (isinstance(exc, OSError) and "truncated" in text):
         return "image file is truncated"
+    # What Pillow's C decoders say when the data ends early or makes no sense.
+    if "decoder error" in text or "broken data stream" in text:
+        return "image data is damaged or cut short (the decoder stopped)"
+    if "could not create decoder object" in text:
+        return "image file is truncated or damaged (the WebP decoder refused it)"
     return f"{what} ({one_line(exc)})"
 
 

@@ -193,3 +193,39 @@ def test_a_folder_that_cannot_be_listed_gets_an_error_row(photos_dir: Path) -> N
     finally:
         (root / "locked").chmod(0o755)
         shutil.rmtree(root)
+
+
+# --- damaged files: one line naming the file, nothing on stderr (problem 9) -------------
+
+
+def _lzw_tiff() -> bytearray:
+    out = io.BytesIO()
+    _pixels(200, 300).save(out, format="TIFF", compression="tiff_lzw")
+    return bytearray(out.getvalue())
+
+
+def test_damaged_lzw_tiff_is_named_and_libtiff_stays_quiet(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    data = _lzw_tiff()
+    for i in np.random.default_rng(0).integers(200, len(data) - 2000, 30):
+        data[i] ^= 0xFF
+    with pytest.raises(ImageError) as info:
+        load_image(bytes(data), name="bad.tif")
+    assert (
+        str(info.value) == "bad.tif: image data is damaged (libtiff: Using code not yet in table)"
+    )
+    err = capfd.readouterr().err
+    assert "tempfile.tif" not in err
+
+
+def test_truncated_tiff_and_webp_are_called_damaged_not_vague() -> None:
+    data = _lzw_tiff()
+    assert "truncated or damaged (it starts as a TIFF file)" in _error(
+        bytes(data[: len(data) // 3])
+    )
+    out = io.BytesIO()
+    _pixels().save(out, format="WEBP")
+    webp = out.getvalue()
+    message = _error(webp[: len(webp) // 2])
+    assert "truncated or damaged" in message and "could not create decoder" not in message
