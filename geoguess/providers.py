@@ -50,9 +50,14 @@ def cuda_candidate() -> bool:
     return "CUDAExecutionProvider" in available_providers() and nvidia_driver_present()
 
 
-def providers_for(device: str) -> list[str]:
+def check_device(device: str) -> None:
+    """UsageError unless ``device`` is one of DEVICES."""
     if device not in DEVICES:
         raise UsageError(f"unknown device {device!r}; choose from {', '.join(DEVICES)}")
+
+
+def providers_for(device: str) -> list[str]:
+    check_device(device)
     if device == "cpu":
         return ["CPUExecutionProvider"]
     if cuda_candidate():

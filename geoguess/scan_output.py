@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CSV_COLUMNS",
     "CsvWriter",
+    "GeojsonWriter",
     "JsonlWriter",
     "ScanWriter",
     "csv_row",
@@ -36,8 +37,9 @@ __all__ = [
     "output_format",
 ]
 
-FORMATS = ("csv", "jsonl")
+FORMATS = ("csv", "jsonl", "geojson")
 _JSONL_SUFFIXES = {".jsonl", ".ndjson", ".json"}
+_GEOJSON_SUFFIXES = {".geojson"}
 _ENCODING = "utf-8"
 _ERRORS = "surrogateescape"
 
@@ -78,14 +80,18 @@ _MODEL_KEYS = ("name", "precision", "random_weights")
 
 
 def output_format(path: str | os.PathLike[str] | None, fmt: str | None = None) -> str:
-    """``fmt`` when given, else ``jsonl`` for .jsonl/.ndjson/.json files, else ``csv``."""
+    """``fmt`` when given, else from the suffix (.jsonl/.ndjson/.json: ``jsonl``,
+    .geojson: ``geojson``), else ``csv``."""
     if fmt is not None:
         fmt = fmt.lower()
         if fmt not in FORMATS:
-            raise UsageError(f"unknown output format {fmt!r} (choose csv or jsonl)")
+            raise UsageError(f"unknown output format {fmt!r} (choose csv, jsonl or geojson)")
         return fmt
-    if path is not None and Path(path).suffix.lower() in _JSONL_SUFFIXES:
+    suffix = Path(path).suffix.lower() if path is not None else ""
+    if suffix in _JSONL_SUFFIXES:
         return "jsonl"
+    if suffix in _GEOJSON_SUFFIXES:
+        return "geojson"
     return "csv"
 
 
@@ -301,7 +307,7 @@ class ScanWriter:
         assert self.path is not None
         failed = {r for r in self._rows if r[3]}
         first = self._rows[0][0] if self._rows else len(data)
-        kept = data[:first] + b"".join(data[a:b] for a, b, _, bad in self._rows if not bad)
+        kept = self._rejoin(data[:first], [data[a:b] for a, b, _, bad in self._rows if not bad])
         write_file(self.path, kept)
         new_fd = os.open(self.path, os.O_RDWR)
         try:
@@ -318,6 +324,10 @@ class ScanWriter:
 
     def _start(self, kept: bytes) -> None:
         pass
+
+    def _rejoin(self, head: bytes, rows: list[bytes]) -> bytes:
+        """The file made of ``head`` (what precedes the rows) and these rows."""
+        return head + b"".join(rows)
 
     def _line(self, result: LocateResult) -> str:
         raise NotImplementedError
@@ -495,6 +505,92 @@ class JsonlWriter(ScanWriter):
         return json_line(record) + "\n"
 
 
+_GEOJSON_HEADER = b'{"type": "FeatureCollection", "features": [\n'
+_GEOJSON_FOOTER = b"]}\n"
+
+
+class GeojsonWriter(ScanWriter):
+    """A GeoJSON FeatureCollection, one Feature per photo (:func:`geoguess.geojson.scan_feature`).
+
+    One Feature a line, so that it can be resumed like the other formats: each row is
+    written over the closing ``]}`` together with a new one, in one write, so the file
+    is a valid FeatureCollection whenever no write is under way. A file is only written
+    whole to stdout at the end of the run.
+    """
+
+    format = "geojson"
+
+    def _resume(self, data: bytes) -> int:
+        if not data:
+            return 0
+        if not data.startswith(_GEOJSON_HEADER):
+            raise self._not_ours("it does not start as a geoguess FeatureCollection")
+        base = len(_GEOJSON_HEADER)
+        keep = base
+        lines = list(_complete_lines(data[base:]))
+        for n, (end, line) in enumerate(lines, 1):
+            text = line.decode(_ENCODING, _ERRORS)
+            if text.rstrip("\n") == _GEOJSON_FOOTER.decode().rstrip("\n"):
+                break
+            try:
+                feature = json.loads(text[1:] if text.startswith(",") else text)
+                props = feature["properties"]
+                file = props["file"]
+            except (ValueError, KeyError, TypeError):
+                if n == len(lines):
+                    break  # a torn last row
+                raise self._not_ours(f"line {n + 1} is not a Feature of a photo") from None
+            model = props.get("model")
+            made = _made_with(model) if isinstance(model, dict) else None
+            self._found(keep, base + end, file, props.get("error") or "", made)
+            keep = base + end
+        return keep
+
+    def _start(self, kept: bytes) -> None:
+        self._count = len(self._rows)
+        if self._fd is None:
+            self._raw(_GEOJSON_HEADER)
+        else:
+            self._raw(_GEOJSON_FOOTER if kept else _GEOJSON_HEADER + _GEOJSON_FOOTER)
+
+    def _rejoin(self, head: bytes, rows: list[bytes]) -> bytes:
+        bare = [r[1:] if r.startswith(b",") else r for r in rows]
+        return head + b",".join(bare)
+
+    def _raw(self, data: bytes) -> None:
+        if self._fd is not None:
+            _write_all(self._fd, data)
+        else:
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+
+    def _emit(self, text: str) -> None:
+        data = text.encode(_ENCODING, _ERRORS)
+        if self._fd is not None:
+            # Over the closing bracket, and the bracket again: one write.
+            os.lseek(self._fd, -len(_GEOJSON_FOOTER), os.SEEK_END)
+            _write_all(self._fd, data + _GEOJSON_FOOTER)
+        else:
+            self._raw(data)
+
+    def _line(self, result: LocateResult) -> str:
+        from .geojson import scan_feature
+        from .output import json_line
+
+        record = result.to_dict()
+        if self.model is not None:
+            record["model"] = self.model
+        sep = "," if self._count else ""
+        self._count += 1
+        return sep + json_line(scan_feature(record)) + "\n"
+
+    def close(self) -> None:
+        if self._fd is None and self.path is None and not getattr(self, "_closed", False):
+            self._closed = True
+            self._raw(_GEOJSON_FOOTER)
+        super().close()
+
+
 def open_writer(
     path: str | os.PathLike[str] | None,
     fmt: str | None = None,
@@ -506,5 +602,5 @@ def open_writer(
     """A CSV or JSONL writer for ``path`` (None or '-' for stdout), resuming by default."""
     if path is not None and os.fspath(path) == "-":
         path = None
-    cls = JsonlWriter if output_format(path, fmt) == "jsonl" else CsvWriter
+    cls = {"jsonl": JsonlWriter, "geojson": GeojsonWriter}.get(output_format(path, fmt), CsvWriter)
     return cls(path, model=model, overwrite=overwrite, retry_failed=retry_failed)

@@ -301,6 +301,16 @@ def build_default_model(name: str, *, yes: bool) -> None:
     _note(f"installed {name}; locating")
 
 
+def check_options(precision: str | None, device: str) -> None:
+    """Usage errors in options, before anything is loaded: a typo must not lead to
+    "build the model set" or to a missing-photo message."""
+    from ..manifest import check_precision
+    from ..providers import check_device
+
+    check_precision(precision)
+    check_device(device)
+
+
 def open_geolocator(
     model: str | None,
     precision: str | None,
@@ -314,10 +324,9 @@ def open_geolocator(
 ) -> Any:
     from ..errors import ModelNotFoundError
     from ..geolocator import Geolocator
-    from ..manifest import check_precision
     from ..store import DEFAULT_MODEL, default_model_name
 
-    check_precision(precision)  # a typo must not lead to "build the model set"
+    check_options(precision, device)
 
     def load() -> Any:
         return Geolocator.load(

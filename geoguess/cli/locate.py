@@ -25,6 +25,7 @@ from .common import (
     _errors,
     _note,
     app,
+    check_options,
     open_geolocator,
 )
 from .llm_options import (
@@ -48,6 +49,16 @@ def locate_cmd(
     photos: Annotated[list[str], typer.Argument(help="Photo files; '-' reads one from stdin.")],
     top_k: TopKOpt = 5,
     json_out: JsonOpt = False,
+    fmt: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            "-f",
+            help="table, json (as --json) or geojson (one FeatureCollection: a Feature "
+            "per candidate and for the EXIF GPS) \\[default: table].",
+            show_default=False,
+        ),
+    ] = None,
     model: ModelOpt = None,
     precision: PrecisionOpt = None,
     device: DeviceOpt = "auto",
@@ -77,6 +88,8 @@ def locate_cmd(
 
       cat photo.jpg | geoguess --json -
 
+      geoguess photo.jpg --format geojson > photo.geojson
+
       geoguess photo.jpg --llm gpt-4o          refine with a vision LLM
     """
     import contextlib
@@ -87,6 +100,12 @@ def locate_cmd(
     from ..output import print_json, show_refinement, show_result, stdout_console
 
     with _errors(), contextlib.ExitStack() as stack:
+        fmt = (fmt or ("json" if json_out else "table")).lower()
+        if fmt not in ("table", "json", "geojson"):
+            raise UsageError(f"unknown format {fmt!r} (choose table, json or geojson)")
+        json_out = fmt == "json"
+        features: list[dict[str, Any]] = []
+        check_options(precision, device)
         if "-" in photos and sys.stdin.isatty():
             raise UsageError(
                 "'-' reads a photo from stdin, but stdin is a terminal; pipe one in: "
@@ -132,7 +151,11 @@ def locate_cmd(
                 if res.error:
                     failed += 1
                     _err(f"{res.file}: {res.error}")
-                if json_out:
+                if fmt == "geojson":
+                    from ..geojson import photo_features
+
+                    features.extend(photo_features(res.to_dict()))
+                elif json_out:
                     rec = res.to_dict()
                     rec["model"] = {
                         "name": geo.model.name,
@@ -145,6 +168,10 @@ def locate_cmd(
                     if res.llm is not None:
                         show_refinement(res.llm, console)
                 sys.stdout.flush()
+        if fmt == "geojson":
+            from ..geojson import collection
+
+            print_json(collection(features))
         if refiner is not None and len(sources) > 1:
             from ..output import usage_text
 

@@ -115,7 +115,8 @@ def scan_cmd(
         typer.Option(
             "--format",
             "-f",
-            help="csv or jsonl \\[default: jsonl for .jsonl/.ndjson/.json files, else csv].",
+            help="csv, jsonl or geojson \\[default: from the suffix: .jsonl/.ndjson/.json, "
+            ".geojson; else csv].",
             show_default=False,
         ),
     ] = None,
@@ -177,6 +178,8 @@ def scan_cmd(
       geoguess scan ~/Pictures -o places.csv
 
       geoguess scan trip/ --glob '*.heic' --format jsonl -o trip.jsonl
+
+      geoguess scan trip/ -o trip.geojson                 one Feature per photo
 
       geoguess scan photos/ --no-recursive --top-k 3 > places.csv
 
