@@ -45,12 +45,12 @@ from geoguess.bench_search import (
     SearchBench,
     SearchBenchOptions,
     agreement,
+    check_options,
     in_child,
     parse_tree_spec,
     peak_rss_mb,
 )
 from geoguess.encoders import l2_normalize
-from geoguess.errors import UsageError
 from geoguess.reporting import Reporter
 from geoguess.search import top_indices
 from geoguess.tree import Tree, hnsw_file
@@ -463,10 +463,7 @@ def run_research_bench(
     emit: Callable[[BenchRow], None] | None = None,
 ) -> list[BenchRow]:
     """Run the harness; ``emit`` receives every row as soon as it is measured."""
-    if opts.n_queries < 1:
-        raise UsageError("n_queries must be at least 1")
-    for spec in opts.configs:
-        parse_tree_spec(spec, 1000)
+    check_options(opts.n_queries, opts.configs)
     return ResearchBench(opts, reporter or Reporter(), emit or (lambda row: None)).run()
 
 

@@ -515,14 +515,19 @@ class SearchBench:
         return out_dir, rows
 
 
+def check_options(n_queries: int, configs: Sequence[str]) -> None:
+    """UsageError for a query count or tree spec that cannot run, before any work."""
+    if n_queries < 1:
+        raise UsageError("n_queries must be at least 1")
+    for spec in configs:
+        parse_tree_spec(spec, 1000)
+
+
 def run_search_bench(
     opts: SearchBenchOptions,
     reporter: Reporter | None = None,
     emit: Callable[[BenchRow], None] | None = None,
 ) -> list[BenchRow]:
     """Run the benchmark; ``emit`` receives every row as soon as it is measured."""
-    if opts.n_queries < 1:
-        raise UsageError("n_queries must be at least 1")
-    for spec in opts.configs:
-        parse_tree_spec(spec, 1000)
+    check_options(opts.n_queries, opts.configs)
     return SearchBench(opts, reporter or Reporter(), emit or (lambda row: None)).run()

@@ -305,7 +305,6 @@ class ScanWriter:
         from .atomic import write_file
 
         assert self.path is not None
-        failed = {r for r in self._rows if r[3]}
         first = self._rows[0][0] if self._rows else len(data)
         kept = self._rejoin(data[:first], [data[a:b] for a, b, _, bad in self._rows if not bad])
         write_file(self.path, kept)
@@ -319,7 +318,7 @@ class ScanWriter:
         self.retried = len(self.failed)
         self.done -= self.failed
         self.failed = set()
-        self._rows = [r for r in self._rows if r not in failed]
+        self._rows = [r for r in self._rows if not r[3]]
         return new_fd, kept, len(kept)
 
     def _start(self, kept: bytes) -> None:
@@ -519,6 +518,7 @@ class GeojsonWriter(ScanWriter):
     """
 
     format = "geojson"
+    _footer_due = False
 
     def _resume(self, data: bytes) -> int:
         if not data:
@@ -548,6 +548,7 @@ class GeojsonWriter(ScanWriter):
 
     def _start(self, kept: bytes) -> None:
         self._count = len(self._rows)
+        self._footer_due = self._fd is None  # stdout: the closing bracket comes at close()
         if self._fd is None:
             self._raw(_GEOJSON_HEADER)
         else:
@@ -585,8 +586,8 @@ class GeojsonWriter(ScanWriter):
         return sep + json_line(scan_feature(record)) + "\n"
 
     def close(self) -> None:
-        if self._fd is None and self.path is None and not getattr(self, "_closed", False):
-            self._closed = True
+        if self._footer_due:
+            self._footer_due = False
             self._raw(_GEOJSON_FOOTER)
         super().close()
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from damage import flip_byte
 from typer.testing import CliRunner
 
 from geoguess import atomic, derived
@@ -22,15 +22,6 @@ runner = CliRunner()
 def _half(rows: int = 3000) -> np.ndarray:
     rng = np.random.default_rng(0)
     return rng.normal(0, 0.05, (rows, 64)).astype(np.float16)
-
-
-def flip_byte(path: Path, offset: int = -50) -> None:
-    """Change one byte and put the timestamps back, as bit rot would leave them."""
-    st = path.stat()
-    data = bytearray(path.read_bytes())
-    data[offset] ^= 0x5A
-    path.write_bytes(bytes(data))
-    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
 def _entries(root: Path) -> list[str]:

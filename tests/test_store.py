@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import tarfile
 from pathlib import Path
 
 import pytest
+from damage import flip_byte
 from typer.testing import CliRunner
 
 from geoguess.cli import app
@@ -286,11 +286,7 @@ def test_build_adds_fp16_when_cuda_is_there(tiny_backbone_dir, monkeypatch):
 
 def _flip_keeping_mtime(path: Path, offset: int = -4) -> None:
     """One byte changed, the timestamps put back: what bit rot leaves."""
-    st = path.stat()
-    data = bytearray(path.read_bytes())
-    data[offset] ^= 0x01
-    path.write_bytes(bytes(data))
-    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    flip_byte(path, offset, mask=0x01)
 
 
 def test_one_byte_in_coords_with_mtime_kept_is_refused(tiny_home_copy, photos_dir):

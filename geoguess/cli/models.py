@@ -324,7 +324,7 @@ models_app.add_typer(cache_app, name="cache")
 @cache_app.callback(invoke_without_command=True)
 def models_cache(
     ctx: typer.Context,
-    json_out: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+    json_out: JsonObjectOpt = False,
 ) -> None:
     """Where the derived cache is, its size, and what it holds for which model set.
 
