@@ -63,12 +63,26 @@ def _fsync_tree(folder: Path) -> None:
         _fsync_dir(Path(dirpath))
 
 
+def _umask() -> int:
+    # The only portable way to read the umask is to set it; set it straight back.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_file(path: Path, data: bytes | str) -> None:
     """Replace ``path`` with ``data`` (str: UTF-8) in one step; OSError if it cannot."""
     path.parent.mkdir(parents=True, exist_ok=True)
     blob = data.encode("utf-8") if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(prefix=_stamp(TMP_PREFIX, path.name), dir=path.parent)
     try:
+        # mkstemp makes the file private (0600); give it what open() would have (or what
+        # the file it replaces had), so a sidecar beside a photo stays readable to all.
+        try:
+            mode = path.stat().st_mode & 0o7777
+        except OSError:
+            mode = 0o666 & ~_umask()
+        os.chmod(tmp, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(blob)
             f.flush()

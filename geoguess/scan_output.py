@@ -103,7 +103,8 @@ def format_top_k(result: LocateResult) -> str:
     )
 
 
-def _model_label(model: Mapping[str, Any] | None) -> str:
+def model_label(model: Mapping[str, Any] | None) -> str:
+    """``name/precision`` of a writer's ``model`` record, flagged when weights are random."""
     if not model:
         return ""
     label = f"{model.get('name', '')}/{model.get('precision', '')}"
@@ -171,7 +172,7 @@ def csv_row(result: LocateResult, *, model: Mapping[str, Any] | None = None) -> 
     err = result.exif_error_km
     if err is not None:
         row["error_km"] = f"{err:.1f}"
-    row["model"] = _model_label(model)
+    row["model"] = model_label(model)
     row["settings"] = settings_label(model)
     row["error"] = result.error or ""
     refined = result.llm.best if result.llm is not None else None

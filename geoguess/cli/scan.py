@@ -6,7 +6,9 @@ import contextlib
 import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -162,6 +164,30 @@ def scan_cmd(
     llm_retries: LLMRetriesOpt = 3,
     no_cache: NoCacheOpt = False,
     yes: YesOpt = False,
+    xmp: Annotated[
+        bool,
+        typer.Option(
+            "--xmp",
+            help="Write each located photo's best guess to an XMP sidecar beside it, for "
+            "photo libraries (photos with EXIF GPS are left alone). The photo is never "
+            "changed; an existing sidecar keeps its other tags.",
+        ),
+    ] = False,
+    xmp_all: Annotated[
+        bool, typer.Option("--xmp-all", help="With --xmp: also photos that have EXIF GPS.")
+    ] = False,
+    xmp_style: Annotated[
+        str,
+        typer.Option(
+            "--xmp-style",
+            help="Sidecar names: append (photo.jpg.xmp: darktable, digiKam) or replace "
+            "(photo.xmp: Lightroom, Capture One).",
+        ),
+    ] = "append",
+    xmp_overwrite: Annotated[
+        bool,
+        typer.Option("--xmp-overwrite", help="With --xmp: replace GPS already in a sidecar."),
+    ] = False,
 ) -> None:
     """Locate every photo in a folder into a CSV or JSON Lines file.
 
@@ -184,16 +210,20 @@ def scan_cmd(
       geoguess scan photos/ --no-recursive --top-k 3 > places.csv
 
       geoguess scan trip/ -o trip.jsonl --llm gpt-4o --llm-concurrency 8
+
+      geoguess scan ~/Pictures -o places.csv --xmp     sidecars for photos without GPS
     """
     from ..output import stderr_console
     from ..reporting import Reporter
     from ..scan import check_folder, list_images, scan_folder
     from ..scan_output import open_writer, output_format
+    from ..xmp import XmpError, sidecar_extra, sidecar_summary, write_result_sidecar
 
     with _errors():
         to_stdout = output is None or output == "-"
         out_format = output_format(None if to_stdout else output, fmt)
         check_folder(folder)  # before the model loads, so a typo costs nothing
+        sidecars = _sidecar_options(xmp, xmp_all, xmp_style, xmp_overwrite)
         geo = open_geolocator(
             model, precision, device, gallery, verbose, search, beam, exact_decode, yes=yes
         )
@@ -242,8 +272,18 @@ def scan_cmd(
             counts = {"located": 0, "failed": 0}
             start = time.perf_counter()
 
+            if sidecars is not None:
+                sidecars = replace(sidecars, extra=sidecar_extra(model_info))
+            xmp_counts: Counter[str] = Counter()
+
             def on_result(result: Any) -> None:
                 writer.write(result)
+                if sidecars is not None:
+                    try:
+                        xmp_counts[write_result_sidecar(result, sidecars).action] += 1
+                    except XmpError as exc:
+                        xmp_counts["failed"] += 1
+                        _err(str(exc))
                 if result.error:
                     counts["failed"] += 1
                     if console is not None:
@@ -284,6 +324,8 @@ def scan_cmd(
         _note(where + ("" if recursive else " (subfolders not searched)"))
     failed_before = len(writer.failed)
     stderr_console().print(_summary_line(summary, failed_before, writer.retried), markup=False)
+    if sidecars is not None:
+        stderr_console().print(sidecar_summary(xmp_counts), markup=False)
     if refiner is not None:
         from ..output import usage_text
 
@@ -291,4 +333,16 @@ def scan_cmd(
     if summary.interrupted:
         signum = received[0] if received else signal.SIGINT
         raise typer.Exit(128 + int(signum))
-    raise typer.Exit(EXIT_SOME_FAILED if summary.failed or failed_before else EXIT_OK)
+    some_failed = summary.failed or failed_before or xmp_counts["failed"]
+    raise typer.Exit(EXIT_SOME_FAILED if some_failed else EXIT_OK)
+
+
+def _sidecar_options(xmp: bool, every: bool, style: str, overwrite: bool) -> Any:
+    from ..errors import UsageError
+    from ..xmp import SidecarOptions
+
+    if not xmp:
+        if every or overwrite or style != "append":
+            raise UsageError("--xmp-all, --xmp-style and --xmp-overwrite go with --xmp")
+        return None
+    return SidecarOptions(style=style, all=every, overwrite=overwrite)

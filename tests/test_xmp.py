@@ -1,0 +1,259 @@
+"""XMP sidecars, checked with the reference reader: ExifTool reads back what we wrote.
+
+ExifTool is the Debian package libimage-exiftool-perl (.ci/run installs it). A missing
+exiftool fails these tests: a sidecar only ever checked by its own writer proves little.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from geoguess.cli import app
+from geoguess.xmp import XmpError, sidecar_path, write_sidecar, xmp_coordinate
+
+EXIFTOOL = shutil.which("exiftool")
+
+
+def exiftool(*args: str | Path) -> dict:
+    if EXIFTOOL is None:
+        pytest.fail("exiftool not found: apt-get install libimage-exiftool-perl", pytrace=False)
+    out = subprocess.run(
+        [EXIFTOOL, "-json", "-n", "-G1", *map(str, args)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return json.loads(out)[0]
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("lat", "lon"),
+    [
+        (48.858222, 2.2945),
+        (-33.856784, 151.215297),
+        (40.689247, -74.044502),
+        (-54.801912, -68.302951),
+        (0.0, 0.0),
+        (89.99999, -179.99999),
+        (-90.0, 180.0),
+        (10.9999999999, -0.0000004),  # minutes round up to 60: carried into the degree
+    ],
+)
+def test_exiftool_reads_back_the_coordinates(tmp_path: Path, lat: float, lon: float) -> None:
+    photo = tmp_path / "p.jpg"
+    photo.write_bytes(b"not read")
+    result = write_sidecar(photo, lat, lon, properties={"Probability": "0.25"})
+    assert result.action == "written"
+    assert result.path == tmp_path / "p.jpg.xmp"
+    tags = exiftool(result.path)
+    assert abs(tags["XMP-exif:GPSLatitude"] - lat) < 1e-5
+    assert abs(tags["XMP-exif:GPSLongitude"] - lon) < 1e-5
+    assert tags["XMP-exif:GPSMapDatum"] == "WGS-84"
+    assert "not a GPS fix" in tags["XMP-exif:GPSProcessingMethod"]
+    assert tags["XMP-geoguess:Probability"] == 0.25
+    assert photo.read_bytes() == b"not read"
+
+
+def test_coordinate_text() -> None:
+    assert xmp_coordinate(-33.5, "lat") == "33,30.000000S"
+    assert xmp_coordinate(151.25, "lon") == "151,15.000000E"
+    assert xmp_coordinate(-0.5, "lon") == "0,30.000000W"
+    assert xmp_coordinate(10.9999999999, "lat") == "11,0.000000N"
+
+
+def test_sidecar_names(tmp_path: Path) -> None:
+    assert sidecar_path(tmp_path / "a.b.jpg") == tmp_path / "a.b.jpg.xmp"
+    assert sidecar_path(tmp_path / "a.b.jpg", "replace") == tmp_path / "a.b.xmp"
+    with pytest.raises(Exception, match="append, replace"):
+        sidecar_path(tmp_path / "a.jpg", "beside")
+
+
+def _tagged_sidecar(tmp_path: Path, *extra: str) -> Path:
+    """A sidecar made by ExifTool, as a photo library would have left it."""
+    side = tmp_path / "photo.jpg.xmp"
+    subprocess.run(
+        [
+            EXIFTOOL or "exiftool",
+            "-q",
+            "-o",
+            str(side),
+            "-XMP-dc:Subject=holiday",
+            "-XMP-dc:Subject=Zürich",
+            "-XMP-xmp:Rating=4",
+            "-XMP-dc:Title=Brücke im Nebel",
+            "-XMP-iptcExt:PersonInImage=Ada Lovelace",
+            *extra,
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return side
+
+
+def test_merge_keeps_every_other_tag(tmp_path: Path) -> None:
+    if EXIFTOOL is None:
+        exiftool()
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(b"original")
+    side = _tagged_sidecar(tmp_path)
+    before = exiftool(side)
+    result = write_sidecar(photo, 47.3769, 8.5417, properties={"Model": "m/fp32"})
+    assert result.action == "merged"
+    after = exiftool(side)
+    for key, value in before.items():
+        if key.startswith(("XMP-", "XMP:")):
+            assert after[key] == value, key
+    assert after["XMP-dc:Subject"] == ["holiday", "Zürich"]
+    assert after["XMP-xmp:Rating"] == 4
+    assert after["XMP-iptcExt:PersonInImage"] == "Ada Lovelace"
+    assert abs(after["XMP-exif:GPSLatitude"] - 47.3769) < 1e-5
+    assert abs(after["XMP-exif:GPSLongitude"] - 8.5417) < 1e-5
+    assert after["XMP-geoguess:Model"] == "m/fp32"
+    assert photo.read_bytes() == b"original"
+
+
+def test_gps_in_a_sidecar_is_kept_unless_asked(tmp_path: Path) -> None:
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(b"x")
+    side = _tagged_sidecar(tmp_path, "-XMP-exif:GPSLatitude=51.5", "-XMP-exif:GPSLongitude=-0.12")
+    data = side.read_bytes()
+    result = write_sidecar(photo, 10.0, 20.0)
+    assert (result.action, side.read_bytes()) == ("kept", data)
+    result = write_sidecar(photo, 10.0, 20.0, overwrite=True)
+    assert result.action == "merged"
+    tags = exiftool(side)
+    assert (tags["XMP-exif:GPSLatitude"], tags["XMP-exif:GPSLongitude"]) == (10.0, 20.0)
+    assert tags["XMP-xmp:Rating"] == 4
+
+
+def test_a_second_write_changes_nothing(tmp_path: Path) -> None:
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(b"x")
+    _tagged_sidecar(tmp_path)
+    write_sidecar(photo, 1.5, 2.5, properties={"Probability": "0.1"})
+    side = sidecar_path(photo)
+    data, stat = side.read_bytes(), side.stat()
+    assert write_sidecar(photo, 1.5, 2.5, properties={"Probability": "0.1"}).action == "unchanged"
+    assert side.read_bytes() == data
+    assert side.stat().st_mtime_ns == stat.st_mtime_ns
+    # Our own earlier guess is GPS like any other: a different guess does not replace it.
+    assert write_sidecar(photo, 3.0, 4.0).action == "kept"
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        (
+            b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;&a;">]>'
+            b'<x:xmpmeta xmlns:x="adobe:ns:meta/">&b;</x:xmpmeta>',
+            "not readable XMP",
+        ),
+        (
+            b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]>'
+            b'<x:xmpmeta xmlns:x="adobe:ns:meta/">&e;</x:xmpmeta>',
+            "not readable XMP",
+        ),
+        (b"<html><body>hello</body></html>", "not XMP"),
+        (b"\x00\xff binary", "not readable XMP"),
+    ],
+)
+def test_a_hostile_or_foreign_sidecar_is_left_alone(
+    tmp_path: Path, content: bytes, words: str
+) -> None:
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(b"x")
+    side = sidecar_path(photo)
+    side.write_bytes(content)
+    with pytest.raises(XmpError, match=words) as info:
+        write_sidecar(photo, 1.0, 2.0)
+    assert str(side) in str(info.value)
+    assert "\n" not in str(info.value)
+    assert side.read_bytes() == content
+
+
+def _photos(tmp_path: Path, photos_dir: Path) -> Path:
+    root = tmp_path / "photos"
+    root.mkdir()
+    for name in ("es_Canon_40D.jpg", "orient_landscape_3.jpg", "gps_DSCN0010.jpg"):
+        shutil.copy(photos_dir / name, root / name)
+    shutil.copy(photos_dir / "pillow_truncated_jpeg.jpg", root / "broken.jpg")
+    return root
+
+
+def _rows(path: Path) -> dict[str, dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as f:
+        return {Path(r["path"]).name: r for r in csv.DictReader(f)}
+
+
+def test_scan_writes_sidecars_for_photos_without_gps(
+    tiny_home: Path, photos_dir: Path, tmp_path: Path
+) -> None:
+    root = _photos(tmp_path, photos_dir)
+    originals = {p.name: sha256(p) for p in root.iterdir()}
+    out = tmp_path / "out.csv"
+    res = CliRunner().invoke(app, ["scan", str(root), "-o", str(out), "--xmp"])
+    assert res.exit_code == 1, res.output  # the broken photo
+    assert "XMP sidecars: 2 written" in res.output
+    rows = _rows(out)
+    made = sorted(p.name for p in root.glob("*.xmp"))
+    assert made == ["es_Canon_40D.jpg.xmp", "orient_landscape_3.jpg.xmp"]
+    for side in made:
+        tags = exiftool(root / side)
+        row = rows[side.removesuffix(".xmp")]
+        assert abs(tags["XMP-exif:GPSLatitude"] - float(row["lat"])) < 1e-5
+        assert abs(tags["XMP-exif:GPSLongitude"] - float(row["lon"])) < 1e-5
+        assert tags["XMP-geoguess:Model"].startswith("tiny/")
+        assert tags["XMP-geoguess:SpreadP50Km"] == float(row["spread_p50_km"])
+    assert {p.name: sha256(p) for p in root.iterdir() if p.suffix != ".xmp"} == originals
+
+    # Again from scratch: the same guesses, so no sidecar changes.
+    stamps = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in root.glob("*.xmp")}
+    res = CliRunner().invoke(app, ["scan", str(root), "-o", str(out), "--overwrite", "--xmp"])
+    assert "2 unchanged" in res.output, res.output
+    assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in root.glob("*.xmp")} == stamps
+
+
+def test_scan_xmp_all_and_replace_style(tiny_home: Path, photos_dir: Path, tmp_path: Path) -> None:
+    root = _photos(tmp_path, photos_dir)
+    out = tmp_path / "out.jsonl"
+    args = ["scan", str(root), "-o", str(out), "--xmp", "--xmp-all", "--xmp-style", "replace"]
+    res = CliRunner().invoke(app, args)
+    assert "XMP sidecars: 3 written" in res.output, res.output
+    assert sorted(p.name for p in root.glob("*.xmp")) == [
+        "es_Canon_40D.xmp",
+        "gps_DSCN0010.xmp",
+        "orient_landscape_3.xmp",
+    ]
+
+
+def test_scan_sidecar_failure_is_one_line_and_exit_1(
+    tiny_home: Path, photos_dir: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "photos"
+    root.mkdir()
+    shutil.copy(photos_dir / "es_Canon_40D.jpg", root / "a.jpg")
+    (root / "a.jpg.xmp").mkdir()  # the sidecar's name is taken
+    out = tmp_path / "out.csv"
+    res = CliRunner().invoke(app, ["scan", str(root), "-o", str(out), "--xmp"])
+    assert res.exit_code == 1, res.output
+    assert f"{root / 'a.jpg.xmp'}: sidecar name is taken" in res.output
+    assert "1 failed" in res.output
+    assert _rows(out)["a.jpg"]["lat"]  # the row was written all the same
+
+
+def test_xmp_options_need_xmp(tiny_home: Path, tmp_path: Path) -> None:
+    res = CliRunner().invoke(app, ["scan", str(tmp_path), "--xmp-all"])
+    assert res.exit_code == 2
+    assert "go with --xmp" in res.output
