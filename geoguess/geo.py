@@ -289,3 +289,32 @@ def _first_reaching(
             k = int(np.flatnonzero(weights[members])[-1])
         out[j] = members[k]
     return out
+
+
+def circle_ring(
+    lat: float, lon: float, radius_km: float, points: int = 96
+) -> list[tuple[float, float]]:
+    """A closed ring of ``(lat, lon)`` points ``radius_km`` (great circle) around a centre.
+
+    Longitudes are unwrapped (they may pass 180 or -180) so that a map draws the ring
+    across the antimeridian in one piece. A circle that encloses a pole is closed along
+    that pole's latitude, so that filling it covers the pole as it should.
+    """
+    if radius_km < 0 or not np.isfinite(radius_km):
+        raise ValueError(f"radius must be finite and >= 0, got {radius_km}")
+    delta = min(radius_km / EARTH_RADIUS_KM, np.pi)
+    phi1, lam1 = np.radians(lat), np.radians(lon)
+    bearings = np.linspace(0.0, 2 * np.pi, points + 1)
+    sin_phi2 = np.sin(phi1) * np.cos(delta) + np.cos(phi1) * np.sin(delta) * np.cos(bearings)
+    phi2 = np.arcsin(np.clip(sin_phi2, -1.0, 1.0))
+    lam2 = lam1 + np.arctan2(
+        np.sin(bearings) * np.sin(delta) * np.cos(phi1), np.cos(delta) - np.sin(phi1) * sin_phi2
+    )
+    lons = np.degrees(np.unwrap(lam2))
+    lats = np.degrees(phi2)
+    ring = list(zip(lats.tolist(), lons.tolist()))
+    span = lons[-1] - lons[0]
+    if abs(span) > 180:  # went once round the world: it holds a pole
+        pole = 90.0 if np.radians(90) - phi1 < delta else -90.0
+        ring += [(pole, float(lons[-1])), (pole, float(lons[0])), ring[0]]
+    return ring

@@ -55,3 +55,18 @@ def test_photo_libraries_table_lists_what_is_written(tmp_path: Path) -> None:
     side = write_sidecar(photo, 1.0, 2.0, properties={**props, "Model": "m"}).path
     written = set(re.findall(r"\b((?:exif|geoguess):[A-Za-z0-9]+)=", side.read_text()))
     assert written <= documented, written - documented
+
+
+def test_maps_page_matches_the_code() -> None:
+    from geoguess.maps.thumbnails import MAX_THUMBNAILS, THUMBNAIL_PX
+    from geoguess.maps.view import ERROR_CLASSES
+
+    text = (REPO / "docs" / "maps.md").read_text(encoding="utf-8")
+    bounds = [float(b.replace(",", "")) for b in re.findall(r"\| < ([\d,]+) km", text)]
+    assert bounds == [b for b, _, _ in ERROR_CLASSES if b != float("inf")]
+    assert f"{MAX_THUMBNAILS:,} photos" in text
+    assert f"{THUMBNAIL_PX} px" in text
+    page_js = (REPO / "geoguess" / "maps" / "page.js").read_text(encoding="utf-8")
+    assert "photos.length > 100" in page_js and "Over 100 photos are clustered" in text
+    assert "disableClusteringAtZoom: 11" in page_js and "zoom 11" in text
+    assert _options("map") >= {"--output", "--tiles", "--no-thumbnails"}

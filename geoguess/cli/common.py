@@ -164,6 +164,21 @@ ExactDecodeOpt = Annotated[
         "(slower on large photos; default: a reduced DCT scale, still 2x the model input).",
     ),
 ]
+MapOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--map",
+        help="Also draw the result on a map: a self-contained .html page (works offline) "
+        "or a .png picture.",
+        show_default=False,
+    ),
+]
+TilesOpt = Annotated[
+    bool,
+    typer.Option(
+        "--tiles", help="HTML maps: add OpenStreetMap tiles (fetched online when opened)."
+    ),
+]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 VerboseOpt = Annotated[
     bool, typer.Option("--verbose", "-v", help="Say which provider and model run.")

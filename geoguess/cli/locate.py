@@ -16,9 +16,11 @@ from .common import (
     ExactDecodeOpt,
     GalleryOpt,
     JsonOpt,
+    MapOpt,
     ModelOpt,
     PrecisionOpt,
     SearchOpt,
+    TilesOpt,
     TopKOpt,
     VerboseOpt,
     _err,
@@ -77,6 +79,8 @@ def locate_cmd(
     llm_retries: LLMRetriesOpt = 3,
     no_cache: NoCacheOpt = False,
     yes: YesOpt = False,
+    map_file: MapOpt = None,
+    tiles: TilesOpt = False,
 ) -> None:
     """Locate photos: a table of candidate places per photo (the default command).
 
@@ -89,6 +93,8 @@ def locate_cmd(
       cat photo.jpg | geoguess --json -
 
       geoguess photo.jpg --format geojson > photo.geojson
+
+      geoguess photo.jpg --map photo.html        open it in any browser, offline
 
       geoguess photo.jpg --llm gpt-4o          refine with a vision LLM
     """
@@ -106,6 +112,10 @@ def locate_cmd(
         json_out = fmt == "json"
         features: list[dict[str, Any]] = []
         check_options(precision, device)
+        if map_file is not None:
+            from ..maps import map_format
+
+            map_format(map_file)  # a wrong suffix is known before any work
         if "-" in photos and sys.stdin.isatty():
             raise UsageError(
                 "'-' reads a photo from stdin, but stdin is a terminal; pipe one in: "
@@ -140,6 +150,7 @@ def locate_cmd(
             sources.append(read_stream(sys.stdin.buffer) if p == "-" else p)
         names = ["<stdin>" if p == "-" else p for p in photos]
         failed = 0
+        mapped: list[Any] = []
         console = stdout_console()
         # Batches bound memory for long argument lists while keeping the encoder busy.
         for start in range(0, len(sources), 16):
@@ -148,6 +159,8 @@ def locate_cmd(
             if refiner is not None:
                 results = refiner.refine_results(geo, results, batch)
             for res in results:
+                if map_file is not None:
+                    mapped.append(res)
                 if res.error:
                     failed += 1
                     _err(f"{res.file}: {res.error}")
@@ -172,6 +185,12 @@ def locate_cmd(
             from ..geojson import collection
 
             print_json(collection(features))
+        if map_file is not None:
+            from ..maps import write_locate_map
+
+            stdin = {n: s for n, s in zip(names, sources) if isinstance(s, bytes)}
+            written = write_locate_map(mapped, map_file, geo=geo, sources=stdin, tiles=tiles)
+            _note(f"map written to {written}")
         if refiner is not None and len(sources) > 1:
             from ..output import usage_text
 

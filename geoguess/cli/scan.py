@@ -22,11 +22,13 @@ from .common import (
     DeviceOpt,
     ExactDecodeOpt,
     GalleryOpt,
+    MapOpt,
     ModelOpt,
     PrecisionOpt,
     QuietOpt,
     RichReporter,
     SearchOpt,
+    TilesOpt,
     TopKOpt,
     VerboseOpt,
     WorkersOpt,
@@ -184,6 +186,8 @@ def scan_cmd(
             "(photo.xmp: Lightroom, Capture One).",
         ),
     ] = "append",
+    map_file: MapOpt = None,
+    tiles: TilesOpt = False,
     xmp_overwrite: Annotated[
         bool,
         typer.Option("--xmp-overwrite", help="With --xmp: replace GPS already in a sidecar."),
@@ -212,9 +216,12 @@ def scan_cmd(
       geoguess scan trip/ -o trip.jsonl --llm gpt-4o --llm-concurrency 8
 
       geoguess scan ~/Pictures -o places.csv --xmp     sidecars for photos without GPS
+
+      geoguess scan trip/ -o trip.csv --map trip.html
     """
     from ..output import stderr_console
     from ..reporting import Reporter
+    from ..results_reader import read_results
     from ..scan import check_folder, list_images, scan_folder
     from ..scan_output import open_writer, output_format
     from ..xmp import XmpError, sidecar_extra, sidecar_summary, write_result_sidecar
@@ -224,6 +231,10 @@ def scan_cmd(
         out_format = output_format(None if to_stdout else output, fmt)
         check_folder(folder)  # before the model loads, so a typo costs nothing
         sidecars = _sidecar_options(xmp, xmp_all, xmp_style, xmp_overwrite)
+        if map_file is not None:
+            from ..maps import map_format
+
+            map_format(map_file)
         geo = open_geolocator(
             model, precision, device, gallery, verbose, search, beam, exact_decode, yes=yes
         )
@@ -276,8 +287,12 @@ def scan_cmd(
                 sidecars = replace(sidecars, extra=sidecar_extra(model_info))
             xmp_counts: Counter[str] = Counter()
 
+            this_run: list[dict[str, Any]] = []
+
             def on_result(result: Any) -> None:
                 writer.write(result)
+                if map_file is not None and to_stdout:
+                    this_run.append(result.to_dict())
                 if sidecars is not None:
                     try:
                         xmp_counts[write_result_sidecar(result, sidecars).action] += 1
@@ -326,6 +341,20 @@ def scan_cmd(
     stderr_console().print(_summary_line(summary, failed_before, writer.retried), markup=False)
     if sidecars is not None:
         stderr_console().print(sidecar_summary(xmp_counts), markup=False)
+    if map_file is not None:
+        from ..maps import write_scan_map
+
+        with _errors():
+            # The whole output, rows of earlier runs included, when there is a file.
+            records = this_run if to_stdout else read_results(output).records
+            written = write_scan_map(
+                records,
+                map_file,
+                title=str(folder),
+                tiles=tiles,
+                random_weights=geo.random_weights,
+            )
+        _note(f"map written to {written}")
     if refiner is not None:
         from ..output import usage_text
 

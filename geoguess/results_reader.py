@@ -1,0 +1,176 @@
+"""Reading a scan's output back: CSV, JSON Lines or GeoJSON, into ``--json`` records.
+
+``geoguess map RESULTS`` draws what a scan wrote, possibly long ago and elsewhere. The
+records this returns have the shape of :meth:`LocateResult.to_dict` as far as the file
+holds it: a CSV keeps the best guess's place, the candidates' coordinates and
+probabilities, the spread and the EXIF GPS, but not every candidate's place.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import UsageError, one_line, os_reason
+
+__all__ = ["ReadResults", "read_results"]
+
+#: A results file larger than this is refused: a map of it would not open anyway.
+MAX_RESULTS_BYTES = 2 << 30
+
+
+@dataclass
+class ReadResults:
+    """Records read from a results file, and one line per row that could not be used."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    random_weights: bool = False
+
+
+def _float(text: Any) -> float | None:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return value if value == value and abs(value) != float("inf") else None
+
+
+def _candidates(top_k: str) -> list[dict[str, Any]]:
+    out = []
+    for part in (top_k or "").split(";"):
+        fields = [_float(x) for x in part.split(",")]
+        if len(fields) == 3 and None not in fields:
+            lat, lon, prob = fields
+            out.append({"lat": lat, "lon": lon, "probability": prob, "place": None})
+    return out
+
+
+def _from_csv_row(row: dict[str, str]) -> dict[str, Any]:
+    predictions = _candidates(row.get("top_k", ""))
+    lat, lon = _float(row.get("lat")), _float(row.get("lon"))
+    if not predictions and lat is not None and lon is not None:
+        prob = _float(row.get("probability"))
+        predictions = [{"lat": lat, "lon": lon, "probability": prob or 0.0, "place": None}]
+    if predictions and row.get("place"):
+        predictions[0]["place"] = {
+            "name": row["place"],
+            "admin1": row.get("admin1") or None,
+            "country": row.get("country") or None,
+            "country_code": row.get("country_code") or None,
+        }
+    exif_lat, exif_lon = _float(row.get("exif_lat")), _float(row.get("exif_lon"))
+    spread = {}
+    for key in ("p50", "p90"):
+        value = _float(row.get(f"spread_{key}_km"))
+        if value is not None:
+            spread[key] = value
+    return {
+        "file": row.get("path", ""),
+        "predictions": predictions,
+        "spread_km": spread,
+        "exif_gps": None
+        if exif_lat is None or exif_lon is None
+        else {"lat": exif_lat, "lon": exif_lon},
+        "exif_error_km": _float(row.get("error_km")),
+        "error": row.get("error") or None,
+        "model": row.get("model") or None,
+    }
+
+
+def _from_feature(feature: dict[str, Any]) -> dict[str, Any]:
+    p = feature.get("properties") or {}
+    predictions = [
+        {
+            "lat": c["lat"],
+            "lon": c["lon"],
+            "probability": c["probability"],
+            "place": {"name": c["place"], "country_code": c.get("country_code")}
+            if c.get("place")
+            else None,
+        }
+        for c in p.get("candidates") or []
+    ]
+    has_gps = p.get("exif_lat") is not None and p.get("exif_lon") is not None
+    return {
+        "file": p.get("file", ""),
+        "predictions": predictions,
+        "spread_km": p.get("spread_km") or {},
+        "exif_gps": {"lat": p["exif_lat"], "lon": p["exif_lon"]} if has_gps else None,
+        "exif_error_km": p.get("error_km"),
+        "error": p.get("error"),
+        "model": p.get("model"),
+    }
+
+
+def _is_random(model: Any) -> bool:
+    if isinstance(model, dict):
+        return bool(model.get("random_weights"))
+    return isinstance(model, str) and "random weights" in model
+
+
+def _read_bytes(source: str | os.PathLike[str]) -> tuple[bytes, str]:
+    if os.fspath(source) == "-":
+        return sys.stdin.buffer.read(MAX_RESULTS_BYTES + 1), "<stdin>"
+    path = Path(source)
+    try:
+        if path.is_dir():
+            raise UsageError(f"{path}: is a folder; give a scan's CSV, JSON Lines or GeoJSON file")
+        if path.stat().st_size > MAX_RESULTS_BYTES:
+            raise UsageError(f"{path}: larger than {MAX_RESULTS_BYTES >> 30} GiB")
+        return path.read_bytes(), str(path)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read ({os_reason(exc)})") from None
+
+
+def read_results(source: str | os.PathLike[str]) -> ReadResults:
+    """The records of a scan's CSV, JSON Lines or GeoJSON file (``-``: stdin).
+
+    The format is found from the content. Rows that cannot be used are listed in
+    ``problems``; a file that is none of the three raises UsageError.
+    """
+    data, label = _read_bytes(source)
+    text = data.decode("utf-8", "replace").lstrip("\ufeff")
+    out = ReadResults()
+    head = text.lstrip()[:1]
+    if head == "{":
+        try:
+            whole = json.loads(text)
+        except ValueError:
+            whole = None
+        if isinstance(whole, dict) and whole.get("type") == "FeatureCollection":
+            for n, feature in enumerate(whole.get("features") or [], 1):
+                try:
+                    out.records.append(_from_feature(feature))
+                except (KeyError, TypeError, AttributeError):
+                    out.problems.append(f"{label}: feature {n} is not a geoguess scan feature")
+        else:
+            for n, line in enumerate(text.splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except ValueError as exc:
+                    out.problems.append(f"{label}: line {n} is not JSON ({one_line(exc, 80)})")
+                    continue
+                if not isinstance(record, dict) or not isinstance(record.get("file"), str):
+                    out.problems.append(f"{label}: line {n} is not a geoguess record")
+                    continue
+                out.records.append(record)
+    else:
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        if not reader.fieldnames or "path" not in reader.fieldnames:
+            raise UsageError(
+                f"{label}: not a geoguess scan output (CSV with a 'path' column, JSON Lines "
+                "or GeoJSON)"
+            )
+        for row in reader:
+            out.records.append(_from_csv_row(row))
+    out.random_weights = any(_is_random(r.get("model")) for r in out.records)
+    return out
