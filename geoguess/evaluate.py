@@ -266,8 +266,8 @@ def check_latlon(
     if lat.size > _SWAP_SAMPLE:
         pick = np.linspace(0, lat.size - 1, _SWAP_SAMPLE).round().astype(int)
         lat, lon = lat[pick], lon[pick]
-    as_given = np.median([p.distance_km for p in nearest_places(lat, lon)])
-    reversed_ = np.median([p.distance_km for p in nearest_places(lon, lat)])
+    as_given = np.median([p.distance_km for p in nearest_places(lat, lon, by_population=False)])
+    reversed_ = np.median([p.distance_km for p in nearest_places(lon, lat, by_population=False)])
     if as_given > _SWAP_MIN_MEDIAN_KM and as_given >= _SWAP_RATIO * reversed_:
         return (
             "latitude and longitude look swapped: the positions lie a median "

@@ -318,3 +318,23 @@ def circle_ring(
         pole = 90.0 if np.radians(90) - phi1 < delta else -90.0
         ring += [(pole, float(lons[-1])), (pole, float(lons[0])), ring[0]]
     return ring
+
+
+#: The accuracy levels of image geolocation papers (Im2GPS onwards): an answer within
+#: 1 km is right to the street, 25 km the city, 200 km the region, 750 km the country,
+#: 2,500 km the continent.
+ACCURACY_LEVELS: tuple[tuple[float, str], ...] = (
+    (1.0, "street"),
+    (25.0, "city"),
+    (200.0, "region"),
+    (750.0, "country"),
+    (2500.0, "continent"),
+)
+
+
+def accuracy_level(km: float | None) -> str | None:
+    """The level a distance falls in (``"street"`` ... ``"continent"``), ``"world"`` past
+    2,500 km, None for None."""
+    if km is None:
+        return None
+    return next((name for bound, name in ACCURACY_LEVELS if km < bound), "world")

@@ -60,6 +60,7 @@ def photo_features(record: Mapping[str, Any]) -> list[dict[str, Any]]:
         props = {"kind": "candidate", "file": file, **_candidate_props(rank, c)}
         if rank == 1:
             props["spread_km"] = record.get("spread_km") or {}
+            props["confidence"] = record.get("confidence")
         out.append(_feature(_point(c["lat"], c["lon"]), props))
     gps = record.get("exif_gps")
     if gps:
@@ -87,6 +88,7 @@ def scan_feature(record: Mapping[str, Any]) -> dict[str, Any]:
         "place": None,
         "probability": None,
         "spread_km": record.get("spread_km") or {},
+        "confidence": record.get("confidence"),
         "exif_lat": gps["lat"] if gps else None,
         "exif_lon": gps["lon"] if gps else None,
         "error_km": record.get("exif_error_km"),

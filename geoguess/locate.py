@@ -82,6 +82,14 @@ class LocateResult:
         p = self.best.prediction
         return float(haversine_km(p.lat, p.lon, *self.exif_gps))
 
+    @property
+    def confidence(self) -> str | None:
+        """How sure the answer is, in words: the accuracy level (street, city, region,
+        country, continent, world) of the radius holding half the probability."""
+        from .geo import accuracy_level
+
+        return accuracy_level(self.spread_km.get(0.5))
+
     def to_dict(self) -> dict[str, Any]:
         """The ``--json`` record. Fields are only ever added, never renamed."""
         gps = self.exif_gps
@@ -90,6 +98,7 @@ class LocateResult:
             "file": self.file,
             "predictions": [c.to_dict() for c in self.candidates],
             "spread_km": {f"p{int(q * 100)}": round(r, 1) for q, r in self.spread_km.items()},
+            "confidence": self.confidence,
             "exif_gps": None if gps is None else {"lat": gps[0], "lon": gps[1]},
             "exif_place": self.exif_place.to_dict() if self.exif_place else None,
             "exif_error_km": None if err is None else round(err, 1),

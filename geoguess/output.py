@@ -106,7 +106,10 @@ def spread_text(result: LocateResult) -> str:
     if not result.spread_km:
         return ""
     parts = [f"{int(q * 100)}% within {_fmt_km(r)} km" for q, r in sorted(result.spread_km.items())]
-    return "Spread of the probability around the best guess: " + ", ".join(parts)
+    text = "Spread of the probability around the best guess: " + ", ".join(parts)
+    if result.confidence is not None:
+        text += f"\nConfidence: {result.confidence} level (where half the probability lies)"
+    return text
 
 
 def exif_text(result: LocateResult) -> list[str]:

@@ -45,6 +45,17 @@ _COUNTRIES_FILE = "countries.csv"
 # writes ({"country_code":..,"city":..,"latitude":..,"longitude":..,...}); scanning with
 # it is several times faster than json.loads building 155,000 dicts we mostly never read.
 _COORDS_RE = re.compile(rb'"latitude":([^,}]*),"longitude":([^,}]*)')
+_POPULATION_RE = re.compile(rb'"population":(\d+)')
+
+#: A town's reach: ``REACH_KM * (population / 100,000) ** (1/3)``, about 6 km for a town
+#: of 100,000, 17 km for Paris, 1.3 km for a village of 1,000. A point within the reach
+#: of several towns is named after the one it is deepest inside (smallest distance over
+#: reach), so a landmark in a big city reads as the city, not the suburb whose GeoNames
+#: point happens to be nearer (the Eiffel Tower: Paris at 3.8 km, not Neuilly-sur-Seine
+#: at 3.6 km). A point within no town's reach gets the nearest town.
+REACH_KM = 6.0
+#: Towns looked at per point for the reach rule: the nearest ones by distance.
+_REACH_CANDIDATES = 64
 
 
 @dataclass(frozen=True)
@@ -89,6 +100,7 @@ class _Index:
     lons: np.ndarray  # (N,) degrees
     vectors_t: np.ndarray  # (3, N) unit vectors, rows contiguous for fast mat-vec
     record: Callable[[int], dict[str, Any]]  # i -> the GeoNames record as a dict
+    reach_km: np.ndarray | None  # (N,) a town's reach by its population; None: unknown
     countries: dict[str, str]  # ISO code -> name
 
 
@@ -177,11 +189,17 @@ def _build_index() -> _Index:
         raise SetupError(f"the '{_DATA_PACKAGE}' package has no place-name data")
     lats = np.ascontiguousarray(coords[:, 0])
     lons = np.ascontiguousarray(coords[:, 1])
+    populations = _POPULATION_RE.findall(data)
+    reach = None
+    if len(populations) == len(coords):  # else: nearest town only, as before
+        pop = np.array(populations, dtype=np.float64)
+        reach = REACH_KM * np.cbrt(np.maximum(pop, 1.0) / 1e5)
     return _Index(
         lats=lats,
         lons=lons,
         vectors_t=np.ascontiguousarray(to_unit_vectors(lats, lons).T),
         record=record,
+        reach_km=reach,
         countries=_load_countries(countries_text),
     )
 
@@ -209,8 +227,27 @@ def _as_points(lats: ArrayLike, lons: ArrayLike) -> tuple[np.ndarray, np.ndarray
     return lats, lons
 
 
-def nearest_places(lats: ArrayLike, lons: ArrayLike) -> list[Place]:
-    """The nearest GeoNames place to each point, in input order.
+def _within_reach(
+    index: _Index, q: np.ndarray, lat: float, lon: float, dots: np.ndarray, nearest: int
+) -> int:
+    """The town ``q`` is deepest inside (see :data:`REACH_KM`), else ``nearest``."""
+    assert index.reach_km is not None
+    k = min(_REACH_CANDIDATES, dots.size)
+    near = np.argpartition(-dots, k - 1)[:k]
+    dist = np.atleast_1d(haversine_km(lat, lon, index.lats[near], index.lons[near]))
+    depth = dist / index.reach_km[near]
+    inside = depth <= 1.0
+    if not inside.any():
+        return nearest
+    return int(near[np.flatnonzero(inside)[np.argmin(depth[inside])]])
+
+
+def nearest_places(lats: ArrayLike, lons: ArrayLike, *, by_population: bool = True) -> list[Place]:
+    """The GeoNames place that names each point, in input order.
+
+    With ``by_population`` (the default) a point within a town's reach is named after
+    the town it is deepest inside (:data:`REACH_KM`), so that a landmark reads as its
+    city; otherwise, and for points within no town's reach, the nearest place.
 
     Distance is great-circle distance on the mean-radius sphere, so the search is
     correct across the antimeridian and near the poles. Every point gets a place:
@@ -226,7 +263,13 @@ def nearest_places(lats: ArrayLike, lons: ArrayLike) -> list[Place]:
     # OpenBLAS a (3,) @ (3, 155k) product costs ~12 ms in thread hand-offs against
     # ~0.2 ms this way, and a batched product would allocate N x 155k doubles.
     vx, vy, vz = index.vectors_t
-    nearest = [int(np.argmax(vx * q[0] + vy * q[1] + vz * q[2])) for q in queries]
+    nearest = []
+    for q, lat, lon in zip(queries, lats.tolist(), lons.tolist(), strict=True):
+        dots = vx * q[0] + vy * q[1] + vz * q[2]
+        best = int(np.argmax(dots))
+        if by_population and index.reach_km is not None:
+            best = _within_reach(index, q, lat, lon, dots, best)
+        nearest.append(best)
     distances = haversine_km(lats, lons, index.lats[nearest], index.lons[nearest])
     places = []
     for i, dist in zip(nearest, np.atleast_1d(distances).tolist(), strict=True):

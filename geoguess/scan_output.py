@@ -73,6 +73,8 @@ CSV_COLUMNS = (
     "llm_model",
     # What else shaped the row (gallery, top-k, search, LLM): see :func:`settings_label`.
     "settings",
+    # The accuracy level of the 50% spread (LocateResult.confidence).
+    "confidence",
 )
 
 #: Keys of the writer's ``model`` record that are not settings (see settings_label).
@@ -174,6 +176,7 @@ def csv_row(result: LocateResult, *, model: Mapping[str, Any] | None = None) -> 
         row["error_km"] = f"{err:.1f}"
     row["model"] = model_label(model)
     row["settings"] = settings_label(model)
+    row["confidence"] = result.confidence or ""
     row["error"] = result.error or ""
     refined = result.llm.best if result.llm is not None else None
     if refined is not None:

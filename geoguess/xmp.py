@@ -294,6 +294,8 @@ def result_properties(result: LocateResult) -> dict[str, Any]:
             props["Place"] = describe(best.place)
     for level, radius in sorted(result.spread_km.items()):
         props[f"SpreadP{round(level * 100)}Km"] = f"{radius:.1f}"
+    if result.confidence:
+        props["Confidence"] = result.confidence
     return props
 
 

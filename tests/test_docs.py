@@ -51,7 +51,13 @@ def test_photo_libraries_table_lists_what_is_written(tmp_path: Path) -> None:
     documented = set(re.findall(r"`((?:exif|geoguess):[A-Za-z0-9]+)`", text))
     photo = tmp_path / "p.jpg"
     photo.write_bytes(b"")
-    props = {"Probability": "0.1", "SpreadP50Km": "1", "SpreadP90Km": "2", "Place": "x"}
+    props = {
+        "Probability": "0.1",
+        "SpreadP50Km": "1",
+        "SpreadP90Km": "2",
+        "Place": "x",
+        "Confidence": "city",
+    }
     side = write_sidecar(photo, 1.0, 2.0, properties={**props, "Model": "m"}).path
     written = set(re.findall(r"\b((?:exif|geoguess):[A-Za-z0-9]+)=", side.read_text()))
     assert written <= documented, written - documented

@@ -27,12 +27,23 @@ def test_paris():
     assert describe(p) == "Paris, Île-de-France, France"
 
 
-def test_eiffel_tower_resolves_to_a_paris_area_town():
+def test_a_landmark_in_a_big_city_reads_as_the_city():
     # GeoNames has one point per town: at the Eiffel Tower, Neuilly-sur-Seine's point
-    # (3.6 km) is nearer than Paris's (3.8 km). Nearest means nearest.
+    # (3.6 km) is nearer than Paris's (3.8 km), but the tower is deep inside Paris's
+    # reach and only at the edge of Neuilly's.
     p = nearest_place(48.8578, 2.297)
-    assert p.country_code == "FR" and p.admin1 == "Île-de-France"
-    assert p.distance_km < 5.0
+    assert (p.name, p.country_code) == ("Paris", "FR")
+    nearest = nearest_places([48.8578], [2.297], by_population=False)[0]
+    assert nearest.name == "Neuilly-sur-Seine"
+    assert nearest.distance_km < p.distance_km < 5.0
+    assert nearest_place(51.5007, -0.1246).name == "London"  # Westminster Palace
+    assert nearest_place(40.6892, -74.0445).name == "New York City"  # Liberty Island
+    assert nearest_place(37.8199, -122.4783).name == "San Francisco"  # Golden Gate
+
+
+def test_a_village_far_from_cities_keeps_its_name():
+    p = nearest_place(45.7334, 4.2276)  # Feurs, Loire (about 8,000 people)
+    assert p.name == "Feurs" and p.distance_km < 1.0
 
 
 def test_seattle():
@@ -99,7 +110,8 @@ def test_matches_brute_force(index):
     rng = np.random.default_rng(7)
     lats = np.concatenate([rng.uniform(-90, 90, 30), rng.uniform(-20, 20, 5), [89.5, -89.5]])
     lons = np.concatenate([rng.uniform(-180, 180, 30), rng.choice([-1, 1], 5) * 179.95, [3, 3]])
-    for p, la, lo in zip(nearest_places(lats, lons), lats, lons, strict=True):
+    found = nearest_places(lats, lons, by_population=False)
+    for p, la, lo in zip(found, lats, lons, strict=True):
         best = haversine_km(la, lo, index.lats, index.lons).min()
         assert p.distance_km == pytest.approx(best, abs=1e-6)
 

@@ -117,7 +117,7 @@
       marker.bindPopup(
         popup(p.file, [
           p.place,
-          "probability " + pct(p.probability),
+          "probability " + pct(p.probability) + (p.confidence ? ", " + p.confidence + " level" : ""),
           p.error_km !== null && p.error_km !== undefined ? km(p.error_km) + " from EXIF GPS" : "no EXIF GPS",
         ])
       );
@@ -138,7 +138,8 @@
         fillOpacity: 0.75,
         className: "gg-candidate",
       })
-        .bindPopup(popup(p.file, ["#" + p.rank + " " + (p.place || ""), "probability " + pct(p.probability),
+        .bindPopup(popup(p.file, ["#" + p.rank + " " + (p.place || ""),
+          "probability " + pct(p.probability) + (p.confidence ? "; confidence: " + p.confidence + " level" : ""),
           p.rank > 1 ? km(p.distance_from_best_km) + " from the best guess" : ""]))
         .bindTooltip("#" + p.rank + " " + pct(p.probability))
         .addTo(map);

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..geo import ACCURACY_LEVELS
 from ..geojson import collection, photo_features, scan_feature
 
 if TYPE_CHECKING:
@@ -39,13 +40,13 @@ __all__ = [
 ]
 
 #: Colours of a scan's markers by error against EXIF GPS (upper bound in km, colour,
-#: label): the thresholds of the street/city/region/country/continent accuracy levels.
+#: label), one per accuracy level of :data:`geoguess.geo.ACCURACY_LEVELS`.
+_COLOURS = ("#1a9850", "#66bd63", "#fee08b", "#f46d43", "#d73027")
 ERROR_CLASSES: tuple[tuple[float, str, str], ...] = (
-    (1, "#1a9850", "street (< 1 km)"),
-    (25, "#66bd63", "city (< 25 km)"),
-    (200, "#fee08b", "region (< 200 km)"),
-    (750, "#f46d43", "country (< 750 km)"),
-    (2500, "#d73027", "continent (< 2500 km)"),
+    *(
+        (bound, colour, f"{name} (< {bound:,.0f} km)")
+        for (bound, name), colour in zip(ACCURACY_LEVELS, _COLOURS, strict=True)
+    ),
     (math.inf, "#7f0000", "farther"),
 )
 NO_GPS_COLOUR = "#3b6fb6"
