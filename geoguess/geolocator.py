@@ -15,7 +15,7 @@ from .errors import UsageError
 from .manifest import check_precision
 from .preprocess import Preprocess
 from .providers import providers_for
-from .search import FlatSearch, Searcher, SearchResult
+from .search import DuplicateGroups, FlatSearch, Searcher, SearchResult, merge_duplicates
 from .store import InstalledModel, get_model
 
 if TYPE_CHECKING:
@@ -90,10 +90,15 @@ class Geolocator:
         search: str = "auto",
         beam: int | None = None,
         exact_decode: bool = False,
+        merge_duplicates: bool = True,
     ) -> None:
         """``exact_decode``: decode JPEGs at full resolution, as GeoCLIP's own
-        preprocessing does, instead of at a reduced DCT scale (see geoguess.locate)."""
+        preprocessing does, instead of at a reduced DCT scale (see geoguess.locate).
+        ``merge_duplicates``: a coordinate the gallery holds several times is one
+        candidate with the probabilities of its copies summed; False gives GeoCLIP's
+        raw gallery rows, as its own ``predict`` does."""
         self.model = model
+        self.merge_duplicates = merge_duplicates
         self.exact_decode = exact_decode
         self.device = device
         self.threads = threads
@@ -245,7 +250,20 @@ class Geolocator:
         """Raw gallery search for (Q, D) normalised embeddings."""
         if top_k < 1:
             raise UsageError(f"top-k must be at least 1, got {top_k}")
-        return self.searcher.search(embeddings, top_k)
+        found = self.searcher.search(embeddings, top_k)
+        groups = self.duplicate_groups if self.merge_duplicates else None
+        if groups is None:
+            return found
+        if any(r.support_probs is None for r in found):
+            # Merging within the candidates alone would return fewer than asked for;
+            # ask for more so that k distinct places remain.
+            found = self.searcher.search(embeddings, top_k * 4)
+        return [merge_duplicates(r, groups, top_k) for r in found]
+
+    @cached_property
+    def duplicate_groups(self) -> DuplicateGroups | None:
+        """Rows of the gallery sharing a coordinate (None when there are none)."""
+        return DuplicateGroups.of(self.gallery.coords)
 
     def predictions(self, result: SearchResult) -> list[Prediction]:
         coords = self.gallery.coords

@@ -186,7 +186,12 @@ def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLLM]:
 
 @pytest.fixture(scope="module")
 def geo(tiny_geo):
-    return tiny_geo
+    # The refinement falls back to the most similar gallery row (Img2Loc's retrieval),
+    # which is GeoCLIP's raw top-1; compared with raw candidates here. With merged
+    # duplicates the table's top-1 can be another coordinate (see the closing note).
+    tiny_geo.merge_duplicates = False
+    yield tiny_geo
+    tiny_geo.merge_duplicates = True
 
 
 @pytest.fixture(scope="module")
@@ -704,7 +709,7 @@ def test_scan_refines_with_bounded_concurrency(cli_home, tmp_path, server) -> No
     server.respond = lambda seen: Reply(contents=[_json(-12.5, 130.8, "Darwin")], delay=0.1)
     out = tmp_path / "out.jsonl"
     r = _cli(
-        "scan", str(folder), "-o", str(out), "--quiet",
+        "scan", str(folder), "-o", str(out), "--quiet", "--raw-candidates",
         "--llm", "openai/test-model", "--llm-base-url", server.url, "--llm-concurrency", "2",
         "--llm-samples", "1", "--llm-timeout", "5", "--llm-retries", "0",
     )  # fmt: skip
@@ -729,7 +734,7 @@ def test_scan_goes_on_when_the_llm_fails(cli_home, tmp_path, server, photo) -> N
     server.respond = lambda seen: Reply(status=500, body={"error": {"message": "down"}})
     out = tmp_path / "out.csv"
     r = _cli(
-        "scan", str(folder), "-o", str(out), "--quiet",
+        "scan", str(folder), "-o", str(out), "--quiet", "--raw-candidates",
         "--llm", "openai/test-model", "--llm-base-url", server.url,
         "--llm-refs", "0", "--llm-samples", "1", "--llm-retries", "1",
     )  # fmt: skip

@@ -144,7 +144,17 @@ def test_image_encoder_matches_pytorch(tiny_home, reference, capsys):
 def test_cli_top5_equals_reference_predict(tiny_home, reference, photos_dir, photo):
     path = photos_dir / photo
     result = CliRunner().invoke(
-        app, ["--json", "--top-k", "5", "--precision", "fp32", "--exact-decode", str(path)]
+        app,
+        [
+            "--json",
+            "--top-k",
+            "5",
+            "--precision",
+            "fp32",
+            "--exact-decode",
+            "--raw-candidates",
+            str(path),
+        ],
     )
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout.strip().splitlines()[-1])

@@ -164,6 +164,15 @@ ExactDecodeOpt = Annotated[
         "(slower on large photos; default: a reduced DCT scale, still 2x the model input).",
     ),
 ]
+RawCandidatesOpt = Annotated[
+    bool,
+    typer.Option(
+        "--raw-candidates",
+        help="GeoCLIP's raw gallery rows: a coordinate the gallery holds several times "
+        "appears once per copy, as in GeoCLIP's predict (default: once, probabilities "
+        "summed).",
+    ),
+]
 MapOpt = Annotated[
     str | None,
     typer.Option(
@@ -336,6 +345,7 @@ def open_geolocator(
     beam: int | None = None,
     exact_decode: bool = False,
     yes: bool = False,
+    raw_candidates: bool = False,
 ) -> Any:
     from ..errors import ModelNotFoundError
     from ..geolocator import Geolocator
@@ -352,6 +362,7 @@ def open_geolocator(
             search=search,
             beam=beam,
             exact_decode=exact_decode,
+            merge_duplicates=not raw_candidates,
         )
 
     try:

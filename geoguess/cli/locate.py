@@ -19,6 +19,7 @@ from .common import (
     MapOpt,
     ModelOpt,
     PrecisionOpt,
+    RawCandidatesOpt,
     SearchOpt,
     TilesOpt,
     TopKOpt,
@@ -68,6 +69,7 @@ def locate_cmd(
     search: SearchOpt = "auto",
     beam: BeamOpt = None,
     exact_decode: ExactDecodeOpt = False,
+    raw_candidates: RawCandidatesOpt = False,
     verbose: VerboseOpt = False,
     llm: LLMOpt = None,
     llm_base_url: LLMBaseUrlOpt = None,
@@ -128,7 +130,16 @@ def locate_cmd(
                 _err(f"{p}: no such file")
             raise typer.Exit(EXIT_SOME_FAILED)
         geo = open_geolocator(
-            model, precision, device, gallery, verbose, search, beam, exact_decode, yes=yes
+            model,
+            precision,
+            device,
+            gallery,
+            verbose,
+            search,
+            beam,
+            exact_decode,
+            yes=yes,
+            raw_candidates=raw_candidates,
         )
         refiner = None
         if llm:

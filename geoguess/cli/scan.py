@@ -26,6 +26,7 @@ from .common import (
     ModelOpt,
     PrecisionOpt,
     QuietOpt,
+    RawCandidatesOpt,
     RichReporter,
     SearchOpt,
     TilesOpt,
@@ -155,6 +156,7 @@ def scan_cmd(
     search: SearchOpt = "auto",
     beam: BeamOpt = None,
     exact_decode: ExactDecodeOpt = False,
+    raw_candidates: RawCandidatesOpt = False,
     verbose: VerboseOpt = False,
     llm: LLMOpt = None,
     llm_base_url: LLMBaseUrlOpt = None,
@@ -236,7 +238,16 @@ def scan_cmd(
 
             map_format(map_file)
         geo = open_geolocator(
-            model, precision, device, gallery, verbose, search, beam, exact_decode, yes=yes
+            model,
+            precision,
+            device,
+            gallery,
+            verbose,
+            search,
+            beam,
+            exact_decode,
+            yes=yes,
+            raw_candidates=raw_candidates,
         )
         refiner = None
         if llm:
@@ -262,6 +273,7 @@ def scan_cmd(
             "search": search,
             "beam": beam,
             "llm": llm,
+            "candidates": "raw" if raw_candidates else "merged",
         }
         writer = open_writer(
             None if to_stdout else output,
