@@ -64,7 +64,7 @@ def test_retrieve_dissimilar_is_least_similar(geo) -> None:
     assert max(dis) < min(sims)
     assert not {r.index for r in found.similar} & {r.index for r in found.dissimilar}
     # The similar list is GeoCLIP's own top-k.
-    top = geo.search(emb[None, :], 15)[0].indices
+    top = geo.flat.search(emb[None, :], 15)[0].indices  # raw rows, as GeoCLIP
     assert [r.index for r in found.similar][:5] == list(top)[:5]
     for r in found.similar + found.dissimilar:
         lat, lon = geo.gallery.coords[r.index]

@@ -327,7 +327,7 @@ def test_search_tree_end_to_end(tiny_home_copy: Path, photos_dir: Path) -> None:
     assert isinstance(Geolocator.load("tiny", search="flat").searcher, FlatSearch)
     # A location embedding is found by the tree exactly where flat search finds it.
     query = geo.embed_locations(np.array([[48.8566, 2.3522], [-33.87, 151.21]]))
-    tree_res, flat_res = geo.search(query, 1), geo.flat.search(query, 1)
+    tree_res, flat_res = geo.searcher.search(query, 1), geo.flat.search(query, 1)
     coords = geo.gallery.coords
     for t, f in zip(tree_res, flat_res):
         assert np.array_equal(coords[t.indices[0]], coords[f.indices[0]])
