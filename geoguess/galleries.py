@@ -2,7 +2,8 @@
 
 A gallery is ``galleries/<name>/`` in the model set: ``coords.npy`` (N, 2) lat/lon,
 ``embeddings.npy`` (N, 512) fp16 normalised location embeddings, optionally
-``names.npy`` (one label per point), and ``tree-*/`` folders with search trees (see
+``names.npy`` (one label per point), ``areas.npz`` (each point's country and region,
+:mod:`geoguess.areas`), and ``tree-*/`` folders with search trees (see
 :mod:`geoguess.tree`). Every file is listed in ``manifest.json`` with its sha256.
 
 Everything here runs on ONNX Runtime (the model set's location encoder); torch is not
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import atomic
+from .areas import AREAS_FILE, assign_areas, save_areas
 from .errors import InputError, UsageError
 from .manifest import describe_files, load_manifest, write_manifest
 from .reporting import Reporter
@@ -244,6 +246,13 @@ def read_coords_csv(path: Path) -> tuple[np.ndarray, list[str] | None]:
     return np.asarray(rows, dtype=np.float32), (names if iname is not None else None)
 
 
+def write_areas(folder: Path, gallery_dir: str, coords: np.ndarray) -> str:
+    """Decide each point's country and region (geoguess.areas) and write them into
+    the gallery's ``folder``; returns the file's path in the model set."""
+    save_areas(folder / AREAS_FILE, assign_areas(coords))
+    return f"{gallery_dir}/{AREAS_FILE}"
+
+
 def embed_coords(
     encoder: LocationEncoder, coords: np.ndarray, reporter: Reporter | None = None
 ) -> np.ndarray:
@@ -299,6 +308,7 @@ def add_gallery(
         if names is not None:
             np.save(staged / "names.npy", np.asarray(names, dtype=str), allow_pickle=False)
             entry["names"] = f"{gdir}/names.npy"
+        entry["areas"] = write_areas(staged, gdir, coords)
         tree_entry = build_tree_files(
             staged / config.dirname,
             f"{gdir}/{config.dirname}",

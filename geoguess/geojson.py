@@ -48,6 +48,7 @@ def _candidate_props(rank: int, c: Mapping[str, Any]) -> dict[str, Any]:
         "probability": c["probability"],
         "place": _place_text(c.get("place")),
         "country_code": (c.get("place") or {}).get("country_code"),
+        "label": c.get("label"),
         "distance_from_best_km": c.get("distance_from_best_km"),
     }
 
@@ -61,6 +62,8 @@ def photo_features(record: Mapping[str, Any]) -> list[dict[str, Any]]:
         if rank == 1:
             props["spread_km"] = record.get("spread_km") or {}
             props["confidence"] = record.get("confidence")
+            props["countries"] = record.get("countries") or []
+            props["regions"] = record.get("regions") or []
         out.append(_feature(_point(c["lat"], c["lon"]), props))
     gps = record.get("exif_gps")
     if gps:
@@ -89,6 +92,8 @@ def scan_feature(record: Mapping[str, Any]) -> dict[str, Any]:
         "probability": None,
         "spread_km": record.get("spread_km") or {},
         "confidence": record.get("confidence"),
+        "countries": record.get("countries") or [],
+        "regions": record.get("regions") or [],
         "exif_lat": gps["lat"] if gps else None,
         "exif_lon": gps["lon"] if gps else None,
         "error_km": record.get("exif_error_km"),

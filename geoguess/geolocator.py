@@ -11,7 +11,7 @@ import numpy as np
 
 from . import derived
 from .encoders import ImageEncoder, LocationEncoder, l2_normalize
-from .errors import UsageError
+from .errors import SetupError, UsageError
 from .manifest import check_precision
 from .preprocess import Preprocess
 from .providers import providers_for
@@ -20,6 +20,8 @@ from .store import InstalledModel, get_model
 
 if TYPE_CHECKING:
     from PIL import Image
+
+    from .areas import Areas
 
 
 @dataclass(frozen=True)
@@ -164,6 +166,32 @@ class Geolocator:
             return np.load(path, mmap_mode="r", allow_pickle=False)
 
         return Gallery(self.gallery_name, coords, embeddings)
+
+    @cached_property
+    def areas(self) -> Areas | None:
+        """Each gallery point's country and region (None for galleries built before
+        geoguess stored them: rebuild the gallery to get them)."""
+        from .areas import load_areas
+
+        entry = self.model.manifest.galleries[self.gallery_name]
+        if "areas" not in entry:
+            return None
+        path = self.model.file(entry["areas"])
+        try:
+            return load_areas(path, len(self.gallery.coords))
+        except (OSError, ValueError, KeyError) as exc:
+            raise SetupError(
+                f"{path}: cannot read the gallery's areas ({exc}); "
+                f"rebuild model set {self.model.name!r}"
+            ) from exc
+
+    @cached_property
+    def point_names(self) -> np.ndarray | None:
+        """A custom gallery's own name for each point (its CSV's NAME column), if any."""
+        entry = self.model.manifest.galleries[self.gallery_name]
+        if "names" not in entry:
+            return None
+        return np.load(self.model.file(entry["names"]), allow_pickle=False)
 
     @cached_property
     def gallery_vectors(self) -> np.ndarray:

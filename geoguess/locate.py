@@ -17,6 +17,7 @@ import numpy as np
 from .errors import InputError
 
 if TYPE_CHECKING:
+    from .areas import AreaShare
     from .exif import PhotoMetadata
     from .geolocator import Geolocator, Prediction
     from .places import Place
@@ -41,10 +42,13 @@ class Candidate:
     prediction: Prediction
     place: Place | None
     distance_from_best_km: float
+    # A custom gallery's own name for the point (its CSV's NAME column), when it has one.
+    label: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = self.prediction.to_dict()
         d["place"] = self.place.to_dict() if self.place else None
+        d["label"] = self.label
         d["distance_from_best_km"] = round(self.distance_from_best_km, 1)
         return d
 
@@ -57,6 +61,10 @@ class LocateResult:
     exif_place: Place | None = None
     spread_km: dict[float, float] = field(default_factory=dict)
     error: str | None = None
+    # The answer's probability summed by country and by region, largest first
+    # (geoguess.areas); empty when the gallery has no areas.
+    countries: list[AreaShare] = field(default_factory=list)
+    regions: list[AreaShare] = field(default_factory=list)
     # The normalised image embedding, kept so that later steps (LLM refinement) need
     # not encode the photo again. Not part of to_dict().
     embedding: np.ndarray | None = field(default=None, repr=False, compare=False)
@@ -99,6 +107,8 @@ class LocateResult:
             "predictions": [c.to_dict() for c in self.candidates],
             "spread_km": {f"p{int(q * 100)}": round(r, 1) for q, r in self.spread_km.items()},
             "confidence": self.confidence,
+            "countries": [a.to_dict() for a in self.countries],
+            "regions": [a.to_dict() for a in self.regions],
             "exif_gps": None if gps is None else {"lat": gps[0], "lon": gps[1]},
             "exif_place": self.exif_place.to_dict() if self.exif_place else None,
             "exif_error_km": None if err is None else round(err, 1),
@@ -184,7 +194,13 @@ def finish(
         q_lons.append(gps[1])
     places = nearest_places(q_lats, q_lons)
     dist = haversine_km(lats[0], lons[0], lats, lons)
-    result.candidates = [Candidate(p, places[i], float(dist[i])) for i, p in enumerate(preds)]
+    names = geo.point_names
+    result.candidates = [
+        Candidate(
+            p, places[i], float(dist[i]), None if names is None else str(names[p.index]) or None
+        )
+        for i, p in enumerate(preds)
+    ]
     if gps is not None:
         result.exif_place = places[-1]
     # Spread over everything the search scored, not just the k shown, so that it does
@@ -204,6 +220,11 @@ def finish(
             levels=SPREAD_LEVELS,
             vectors=vectors,
         )
+        areas = geo.areas
+        if areas is not None:
+            result.countries, result.regions = areas.shares(
+                found.support_probs, found.support_indices
+            )
     return result
 
 

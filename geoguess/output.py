@@ -112,6 +112,26 @@ def spread_text(result: LocateResult) -> str:
     return text
 
 
+def areas_text(result: LocateResult) -> list[str]:
+    """Where the probability lies, by country and by region (empty without areas)."""
+    from .areas import format_shares
+
+    lines = []
+    if result.countries:
+        lines.append("By country: " + format_shares(result.countries))
+    if result.regions:
+        lines.append("By region: " + format_shares(result.regions, sep="; "))
+    return lines
+
+
+def candidate_place(candidate: Any) -> str:
+    """A candidate's place in words: a custom gallery's own point name first."""
+    place = _place_text(candidate.place)
+    if candidate.label:
+        return f"{candidate.label} ({place})" if place else candidate.label
+    return place
+
+
 def exif_text(result: LocateResult) -> list[str]:
     lines = []
     md = result.metadata
@@ -141,12 +161,11 @@ def render_plain(result: LocateResult) -> str:
     for i, c in enumerate(result.candidates, 1):
         p = c.prediction
         out.append(
-            f"{i}\t{p.lat:.5f}\t{p.lon:.5f}\t{_place_text(c.place)}\t{p.probability:.4f}\t"
+            f"{i}\t{p.lat:.5f}\t{p.lon:.5f}\t{candidate_place(c)}\t{p.probability:.4f}\t"
             f"{c.distance_from_best_km:.1f}"
         )
-    for line in [spread_text(result), *exif_text(result)]:
-        if line:
-            out.append(f"# {line}")
+    for text in [spread_text(result), *areas_text(result), *exif_text(result)]:
+        out.extend(f"# {line}" for line in text.splitlines())
     return "\n".join(out)
 
 
@@ -170,12 +189,12 @@ def render_table(console: Console, result: LocateResult) -> None:
             str(i),
             f"{p.lat:.5f}",
             f"{p.lon:.5f}",
-            escape(_place_text(c.place)),
+            escape(candidate_place(c)),
             f"{p.probability:.2%}",
             _fmt_km(c.distance_from_best_km),
         )
     console.print(table)
-    for line in [spread_text(result), *exif_text(result)]:
+    for line in [spread_text(result), *areas_text(result), *exif_text(result)]:
         if line:
             console.print(escape(line), style="dim" if line.startswith("taken") else None)
 
@@ -275,7 +294,7 @@ def render_refinement(console: Console, refinement: Any) -> None:
                 escape(c.source_label),
                 f"{c.lat:.5f}",
                 f"{c.lon:.5f}",
-                escape(_place_text(c.place)),
+                escape(candidate_place(c)),
                 f"{c.score:.4f}",
                 _fmt_km(c.distance_from_retrieval_km),
                 escape(one_line(c.reason)),

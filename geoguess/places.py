@@ -289,6 +289,31 @@ def nearest_places(lats: ArrayLike, lons: ArrayLike, *, by_population: bool = Tr
     return places
 
 
+@dataclass(frozen=True)
+class PlaceTable:
+    """The gazetteer as arrays, for callers that search it themselves (the areas of a
+    gallery are assigned with a k-d tree over :attr:`vectors`)."""
+
+    vectors: np.ndarray  # (N, 3) unit vectors of the places
+    _index: _Index
+
+    def area(self, i: int) -> tuple[str, str | None]:
+        """Place ``i``'s ISO country code and first-level region (None: it has none)."""
+        rec = self._index.record(i)
+        return rec["country_code"], rec.get("state") or None
+
+    def country_name(self, code: str) -> str:
+        """The English short name of ISO code ``code`` (the code when unknown)."""
+        return self._index.countries.get(code) or code
+
+
+def place_table() -> PlaceTable:
+    """The loaded gazetteer (see :class:`PlaceTable`); raises SetupError as
+    :func:`nearest_places` does."""
+    index = _get_index()
+    return PlaceTable(np.ascontiguousarray(index.vectors_t.T), index)
+
+
 def nearest_place(lat: float, lon: float) -> Place:
     """The nearest GeoNames place to one point; see :func:`nearest_places`."""
     return nearest_places([lat], [lon])[0]

@@ -75,6 +75,11 @@ CSV_COLUMNS = (
     "settings",
     # The accuracy level of the 50% spread (LocateResult.confidence).
     "confidence",
+    # The probability by country and by region ("France 41%; Spain 12%"), and a custom
+    # gallery's own name for the best point.
+    "countries",
+    "regions",
+    "label",
 )
 
 #: Keys of the writer's ``model`` record that are not settings (see settings_label).
@@ -177,6 +182,12 @@ def csv_row(result: LocateResult, *, model: Mapping[str, Any] | None = None) -> 
     row["model"] = model_label(model)
     row["settings"] = settings_label(model)
     row["confidence"] = result.confidence or ""
+    from .areas import format_shares
+
+    row["countries"] = format_shares(result.countries, sep="; ")
+    row["regions"] = format_shares(result.regions, sep="; ")
+    if best is not None:
+        row["label"] = best.label or ""
     row["error"] = result.error or ""
     refined = result.llm.best if result.llm is not None else None
     if refined is not None:

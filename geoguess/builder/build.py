@@ -367,7 +367,7 @@ def build_model_set(
 
         logit_scale = float(np.exp(np.float32(weights.logit_scale)))
 
-        from ..galleries import default_tree_fields, embed_coords
+        from ..galleries import default_tree_fields, embed_coords, write_areas
 
         gdir = Path(GALLERY_DIR) / recipe.gallery_name
         (stage / gdir).mkdir(parents=True)
@@ -375,6 +375,8 @@ def build_model_set(
         if opts.gallery_limit:
             coords = coords[: opts.gallery_limit]
         np.save(stage / gdir / "coords.npy", coords, allow_pickle=False)
+        with rep.task("Finding each gallery point's country and region"):
+            areas = write_areas(stage / gdir, gdir.as_posix(), coords)
         loc = LocationEncoder(loc_path, "cpu")
         emb = embed_coords(loc, coords, rep)
         np.save(stage / gdir / "embeddings.npy", emb, allow_pickle=False)
@@ -429,6 +431,7 @@ def build_model_set(
                 recipe.gallery_name: {
                     "coords": (gdir / "coords.npy").as_posix(),
                     "embeddings": (gdir / "embeddings.npy").as_posix(),
+                    "areas": areas,
                     "size": len(coords),
                     "source": f"geoclip {weights.provenance.get('version') or '?'} "
                     f"{recipe.gallery_csv}",

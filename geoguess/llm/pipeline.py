@@ -35,7 +35,7 @@ from .prompts import (
     encode_image,
     user_text,
 )
-from .retrieval import Reference, Retrieval, retrieve
+from .retrieval import Retrieval, retrieve
 from .settings import LLMSettings
 from .verify import rank_by_score, verification_scores
 
@@ -216,10 +216,7 @@ class Refiner:
         label = name or (str(source) if isinstance(source, (str, Path)) else "<bytes>")
         out = Refinement(label, s.model, s)
         out.prompts = [PromptSpec(i, sim, dis) for i, (sim, dis) in enumerate(s.references, 1)]
-        retrieval = retrieve(geo, embedding, max(s.max_references, s.verify_top, 1))
-        out.references = Retrieval(
-            retrieval.similar[: s.max_references], retrieval.dissimilar[: s.max_references]
-        )
+        out.references = retrieval = retrieve(geo, embedding, s.max_references)
         try:
             image = encode_image(source, max_side=s.image_max_side, quality=s.image_quality)
         except (InputError, OSError) as exc:
@@ -230,7 +227,7 @@ class Refiner:
         if image is not None:
             answers = self._ask(out.prompts, retrieval, image)
         llm = self._read_answers(answers, out)
-        self._verify(geo, embedding, retrieval, llm, out)
+        self._verify(geo, embedding, llm, out)
         with self._lock:
             self.usage.add(out.usage)
         return out
@@ -296,29 +293,30 @@ class Refiner:
         self,
         geo: Geolocator,
         embedding: np.ndarray,
-        retrieval: Retrieval,
         llm: list[RefinedCandidate],
         out: Refinement,
     ) -> None:
         from ..geo import haversine_km
         from ..places import nearest_places
 
-        top = retrieval.similar[: self.settings.verify_top]
+        # GeoCLIP's own candidates, as the table shows them (repeated gallery points
+        # merged unless the Geolocator keeps raw rows), compete with the model's.
+        answers = _answers(geo, embedding, max(self.settings.verify_top, 1))
+        top = answers[: self.settings.verify_top] if llm else answers
         if not llm:
             out.fallback = True
-            top = top or retrieval.similar[:1]
             if out.error is None:
                 out.warnings.append(
                     "no usable answer from the model; the answer is GeoCLIP's (retrieval)"
                 )
-        pool = [_from_reference(r, i) for i, r in enumerate(top, 1)] + llm
+        pool = top + llm
         if not pool:
             return
         scores = verification_scores(geo, embedding, [(c.lat, c.lon) for c in pool])
         lats = np.array([c.lat for c in pool])
         lons = np.array([c.lon for c in pool])
         places = nearest_places(lats, lons)
-        anchor = retrieval.similar[0] if retrieval.similar else None
+        anchor = answers[0] if answers else None
         dist = (
             np.atleast_1d(haversine_km(anchor.lat, anchor.lon, lats, lons))
             if anchor
@@ -326,7 +324,10 @@ class Refiner:
         )
         for c, score, place, d in zip(pool, scores, places, dist):
             c.score, c.place, c.distance_from_retrieval_km = float(score), place, float(d)
-        out.candidates = [pool[i] for i in rank_by_score(scores)]
+        # Without a model's answer, GeoCLIP's ranking stands: its best guess stays
+        # first even where a lone gallery row has a higher cosine than a merged one.
+        order = range(len(pool)) if out.fallback else rank_by_score(scores)
+        out.candidates = [pool[i] for i in order]
 
     def refine_result(
         self, geo: Geolocator, result: LocateResult, source: ImageInput | None = None
@@ -387,8 +388,13 @@ class Refiner:
                 close()
 
 
-def _from_reference(ref: Reference, rank: int) -> RefinedCandidate:
-    return RefinedCandidate(ref.lat, ref.lon, "retrieval", rank=rank)
+def _answers(geo: Geolocator, embedding: np.ndarray, k: int) -> list[RefinedCandidate]:
+    """GeoCLIP's best ``k`` candidates for the photo, best first."""
+    (found,) = geo.search(np.asarray(embedding, dtype=np.float32).reshape(1, -1), k)
+    return [
+        RefinedCandidate(p.lat, p.lon, "retrieval", rank=i)
+        for i, p in enumerate(geo.predictions(found), 1)
+    ]
 
 
 def refine(

@@ -41,6 +41,12 @@
   function pct(p) {
     return p === null || p === undefined ? "" : (100 * p).toFixed(p < 0.01 ? 2 : 1) + "%";
   }
+  function shares(list) {
+    if (!list || !list.length) return "";
+    return list.slice(0, 3).map(function (a) {
+      return (a.name === a.country ? a.name : a.name + ", " + a.country) + " " + pct(a.probability);
+    }).join("; ");
+  }
   function km(d) {
     return d === null || d === undefined ? "" : d < 10 ? d.toFixed(1) + " km" : Math.round(d) + " km";
   }
@@ -119,6 +125,7 @@
           p.place,
           "probability " + pct(p.probability) + (p.confidence ? ", " + p.confidence + " level" : ""),
           p.error_km !== null && p.error_km !== undefined ? km(p.error_km) + " from EXIF GPS" : "no EXIF GPS",
+          shares(p.countries),
         ])
       );
       photos.push(marker);
@@ -138,9 +145,9 @@
         fillOpacity: 0.75,
         className: "gg-candidate",
       })
-        .bindPopup(popup(p.file, ["#" + p.rank + " " + (p.place || ""),
+        .bindPopup(popup(p.file, ["#" + p.rank + " " + (p.label ? p.label + " (" + (p.place || "") + ")" : p.place || ""),
           "probability " + pct(p.probability) + (p.confidence ? "; confidence: " + p.confidence + " level" : ""),
-          p.rank > 1 ? km(p.distance_from_best_km) + " from the best guess" : ""]))
+          p.rank > 1 ? km(p.distance_from_best_km) + " from the best guess" : shares(p.countries)]))
         .bindTooltip("#" + p.rank + " " + pct(p.probability))
         .addTo(map);
       if (p.rank === 1) best[p.file] = ll;
