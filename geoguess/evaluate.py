@@ -23,7 +23,7 @@ from .images import SUPPORTED_SUFFIXES
 from .reporting import Reporter
 
 if TYPE_CHECKING:
-    from .geolocator import Geolocator
+    from .model import GeoModel
 
 __all__ = [
     "SCALES",
@@ -281,7 +281,7 @@ def check_latlon(
 
 
 def predict_samples(
-    geo: Geolocator,
+    geo: GeoModel,
     samples: Sequence[EvalSample],
     *,
     batch_size: int | None = None,
@@ -380,7 +380,7 @@ def score(
 
 
 def evaluate(
-    geo: Geolocator,
+    geo: GeoModel,
     eval_set: EvalSet,
     *,
     batch_size: int | None = None,

@@ -19,7 +19,7 @@ from .errors import InputError
 if TYPE_CHECKING:
     from .areas import AreaShare
     from .exif import PhotoMetadata
-    from .geolocator import Geolocator, Prediction
+    from .model import GeoModel, Prediction
     from .places import Place
     from .search import SearchResult
 
@@ -136,7 +136,7 @@ def display_name(source: Source, name: str | None = None) -> str:
     return "<stdin>"
 
 
-def prepare(geo: Geolocator, source: Source, *, name: str | None = None) -> Prepared:
+def prepare(geo: GeoModel, source: Source, *, name: str | None = None) -> Prepared:
     """Decode and preprocess one photo and read its metadata; never raises for bad input.
 
     Large JPEGs decode at a reduced scale unless ``geo.exact_decode`` (see
@@ -159,7 +159,7 @@ def prepare(geo: Geolocator, source: Source, *, name: str | None = None) -> Prep
 
 
 def finish(
-    geo: Geolocator,
+    geo: GeoModel,
     prepared: Prepared,
     embedding: np.ndarray | None,
     *,
@@ -229,14 +229,14 @@ def finish(
 
 
 def locate(
-    geo: Geolocator, source: Source, *, top_k: int = 5, name: str | None = None
+    geo: GeoModel, source: Source, *, top_k: int = 5, name: str | None = None
 ) -> LocateResult:
     """Locate one photo (a path, bytes, or a binary stream)."""
     return locate_many(geo, [source], top_k=top_k, names=[name])[0]
 
 
 def locate_many(
-    geo: Geolocator,
+    geo: GeoModel,
     sources: Sequence[Source],
     *,
     top_k: int = 5,

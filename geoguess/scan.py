@@ -28,9 +28,9 @@ from .reporting import Reporter
 if TYPE_CHECKING:
     import numpy as np
 
-    from .geolocator import Geolocator
     from .llm import Refiner
     from .locate import LocateResult, Prepared
+    from .model import GeoModel
     from .search import SearchResult
 
 __all__ = [
@@ -172,7 +172,7 @@ def _is_done(path: Path, skip: Collection[str], skip_abs: set[str]) -> bool:
 # --- the pipeline ---------------------------------------------------------------------
 
 
-def _prepare_safely(geo: Geolocator, source: str) -> Prepared:
+def _prepare_safely(geo: GeoModel, source: str) -> Prepared:
     from .locate import Prepared, prepare
 
     if os.path.isdir(source):  # list_images lists a folder only when it cannot list it
@@ -188,7 +188,7 @@ def _prepare_safely(geo: Geolocator, source: str) -> Prepared:
 
 
 def _finish_safely(
-    geo: Geolocator,
+    geo: GeoModel,
     prepared: Prepared,
     embedding: np.ndarray | None,
     top_k: int,
@@ -205,8 +205,28 @@ def _finish_safely(
         return LocateResult(prepared.name, metadata=prepared.metadata, error=error)
 
 
+def _search_padded(
+    geo: GeoModel, embeddings: list[np.ndarray], top_k: int, rows: int
+) -> list[SearchResult]:
+    """``geo.search`` of these embeddings, always as a ``rows``-row matrix.
+
+    BLAS picks its kernel by the shape of the product (one row goes to a matrix-vector
+    kernel), so a photo's scores differed in their last bits with the number of photos
+    searched with it, and a resumed scan, whose batches fall elsewhere, wrote other
+    digits than an uninterrupted one. Padding to one shape (with copies of a real row,
+    whose results are dropped) makes each photo's row independent of its batch-mates.
+    """
+    import numpy as np
+
+    stacked = np.stack(embeddings)
+    if len(stacked) < rows:
+        pad = np.repeat(stacked[:1], rows - len(stacked), axis=0)
+        stacked = np.concatenate([stacked, pad])
+    return geo.search(stacked, top_k)[: len(embeddings)]
+
+
 def embedded_batches(
-    geo: Geolocator,
+    geo: GeoModel,
     sources: Iterable[str | os.PathLike[str]],
     *,
     batch_size: int | None = None,
@@ -256,7 +276,7 @@ def embedded_batches(
 
 
 def locate_files(
-    geo: Geolocator,
+    geo: GeoModel,
     sources: Iterable[str | os.PathLike[str]],
     *,
     top_k: int = 5,
@@ -269,11 +289,10 @@ def locate_files(
     gallery search and place naming run in ``workers`` threads while the next batch
     encodes. Stop early by closing the generator (or breaking out of the loop).
     """
-    import numpy as np
-
     if top_k < 1:
         raise UsageError(f"top-k must be at least 1, got {top_k}")
     workers = workers or default_workers()
+    rows = batch_size or geo.default_batch_size
     finishing: deque[Future[LocateResult]] = deque()
     pool = ThreadPoolExecutor(workers, thread_name_prefix="geoguess-finish")
     batches = embedded_batches(geo, sources, batch_size=batch_size, workers=workers)
@@ -282,7 +301,9 @@ def locate_files(
             ok = [j for j, (_, emb) in enumerate(batch) if emb is not None]
             # One search for the whole batch: a single pass over the gallery matrix.
             searched = (
-                pool.submit(geo.search, np.stack([batch[j][1] for j in ok]), top_k) if ok else None
+                pool.submit(_search_padded, geo, [batch[j][1] for j in ok], top_k, rows)
+                if ok
+                else None
             )
             row_of = {j: r for r, j in enumerate(ok)}
             for j, (prepared, embedding) in enumerate(batch):
@@ -304,7 +325,7 @@ def locate_files(
 
 
 def scan_folder(
-    geo: Geolocator,
+    geo: GeoModel,
     root: str | os.PathLike[str],
     *,
     recursive: bool = True,

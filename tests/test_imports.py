@@ -138,4 +138,30 @@ def test_tree_modules_take_plain_objects_and_never_reach_the_geolocator() -> Non
                 if dep not in reached:
                     reached.add(dep)
                     todo.append(dep)
-        assert "geoguess.geolocator" not in reached, f"{name} reaches geoguess.geolocator"
+        for core in ("geoguess.geolocator", "geoguess.model"):
+            assert core not in reached, f"{name} reaches {core}"
+
+
+def _reached(graph: dict[str, set[str]], name: str) -> set[str]:
+    reached, todo = set(), [name]
+    while todo:
+        for dep in graph[todo.pop()]:
+            if dep not in reached:
+                reached.add(dep)
+                todo.append(dep)
+    return reached
+
+
+def test_the_photo_layer_works_on_the_model_and_never_reaches_the_public_object() -> None:
+    # Geolocator's methods delegate to these modules; if one of them imported it back,
+    # the public object and its implementation would be one tangle again.
+    graph = import_graph()
+    assert "geoguess.model" in graph["geoguess.geolocator"]
+    for name in (
+        "geoguess.locate",
+        "geoguess.scan",
+        "geoguess.evaluate",
+        "geoguess.llm",
+        "geoguess.maps",
+    ):
+        assert "geoguess.geolocator" not in _reached(graph, name), name

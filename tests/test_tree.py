@@ -336,13 +336,13 @@ def test_search_tree_end_to_end(tiny_home_copy: Path, photos_dir: Path) -> None:
 
 
 def test_auto_search_uses_the_tree_for_large_galleries(tiny_home: Path, monkeypatch) -> None:
-    import geoguess.geolocator
+    import geoguess.model
     from geoguess.geolocator import Geolocator
     from geoguess.tree_search import TreeSearch as TS
 
     assert isinstance(Geolocator.load("tiny").searcher, FlatSearch)  # 100K: exact
     assert isinstance(Geolocator.load("tiny", beam=8).searcher, TS)  # a beam asks for it
-    monkeypatch.setattr(geoguess.geolocator, "AUTO_TREE_MIN_POINTS", 50_000)
+    monkeypatch.setattr(geoguess.model, "AUTO_TREE_MIN_POINTS", 50_000)
     assert isinstance(Geolocator.load("tiny").searcher, TS)
 
 

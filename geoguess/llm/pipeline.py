@@ -40,8 +40,8 @@ from .settings import LLMSettings
 from .verify import rank_by_score, verification_scores
 
 if TYPE_CHECKING:
-    from ..geolocator import Geolocator
     from ..locate import LocateResult
+    from ..model import GeoModel
     from ..places import Place
 
 __all__ = [
@@ -201,7 +201,7 @@ class Refiner:
 
     def refine(
         self,
-        geo: Geolocator,
+        geo: GeoModel,
         source: ImageInput,
         embedding: np.ndarray,
         *,
@@ -291,7 +291,7 @@ class Refiner:
 
     def _verify(
         self,
-        geo: Geolocator,
+        geo: GeoModel,
         embedding: np.ndarray,
         llm: list[RefinedCandidate],
         out: Refinement,
@@ -330,7 +330,7 @@ class Refiner:
         out.candidates = [pool[i] for i in order]
 
     def refine_result(
-        self, geo: Geolocator, result: LocateResult, source: ImageInput | None = None
+        self, geo: GeoModel, result: LocateResult, source: ImageInput | None = None
     ) -> LocateResult:
         """Refine a located photo in place (sets ``result.llm``) and return it.
 
@@ -351,7 +351,7 @@ class Refiner:
 
     def refine_results(
         self,
-        geo: Geolocator,
+        geo: GeoModel,
         results: Iterable[LocateResult],
         sources: Iterable[ImageInput | None] | None = None,
     ) -> Iterator[LocateResult]:
@@ -388,7 +388,7 @@ class Refiner:
                 close()
 
 
-def _answers(geo: Geolocator, embedding: np.ndarray, k: int) -> list[RefinedCandidate]:
+def _answers(geo: GeoModel, embedding: np.ndarray, k: int) -> list[RefinedCandidate]:
     """GeoCLIP's best ``k`` candidates for the photo, best first."""
     (found,) = geo.search(np.asarray(embedding, dtype=np.float32).reshape(1, -1), k)
     return [
@@ -398,7 +398,7 @@ def _answers(geo: Geolocator, embedding: np.ndarray, k: int) -> list[RefinedCand
 
 
 def refine(
-    geo: Geolocator,
+    geo: GeoModel,
     source: ImageInput,
     embedding: np.ndarray,
     settings: LLMSettings,

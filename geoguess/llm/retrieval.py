@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from ..geolocator import Geolocator
+    from ..model import GeoModel
     from ..places import Place
 
 __all__ = ["Reference", "Retrieval", "gallery_scores", "retrieve", "similar_and_dissimilar"]
@@ -85,7 +85,7 @@ FLAT_MAX_ROWS = 250_000
 _CHUNK_ROWS = 65_536
 
 
-def gallery_scores(geo: Geolocator, emb: np.ndarray) -> np.ndarray:
+def gallery_scores(geo: GeoModel, emb: np.ndarray) -> np.ndarray:
     """Cosine of a normalised embedding with every gallery point: all N, not a top-k."""
     # Reuse flat search's fp32 copy when it is already built (the cached property's
     # value); build it for galleries small enough that 4 bytes a value is cheap.
@@ -103,7 +103,7 @@ def gallery_scores(geo: Geolocator, emb: np.ndarray) -> np.ndarray:
     )
 
 
-def retrieve(geo: Geolocator, embedding: np.ndarray, k: int) -> Retrieval:
+def retrieve(geo: GeoModel, embedding: np.ndarray, k: int) -> Retrieval:
     """The k most and k least similar gallery points to a normalised image embedding."""
     from ..places import nearest_places
 

@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from ..geolocator import Geolocator
+    from ..model import GeoModel
 
 __all__ = ["rank_by_score", "verification_scores"]
 
 
 def verification_scores(
-    geo: Geolocator, embedding: np.ndarray, latlon: Sequence[tuple[float, float]]
+    geo: GeoModel, embedding: np.ndarray, latlon: Sequence[tuple[float, float]]
 ) -> np.ndarray:
     """Cosine between a normalised image embedding and each coordinate's location embedding."""
     if len(latlon) == 0:

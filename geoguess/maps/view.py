@@ -27,8 +27,8 @@ from ..geo import ACCURACY_LEVELS
 from ..geojson import collection, photo_features, scan_feature
 
 if TYPE_CHECKING:
-    from ..geolocator import Geolocator
     from ..locate import LocateResult
+    from ..model import GeoModel
 
 __all__ = [
     "ERROR_CLASSES",
@@ -173,7 +173,7 @@ def _cell_size(spread_p50_km: float | None) -> float:
     return min((0.1, 0.25, 0.5, 1.0, 2.0), key=lambda s: abs(math.log(s / max(wanted, 1e-3))))
 
 
-def gallery_mass(geo: Geolocator, result: LocateResult) -> list[list[float]]:
+def gallery_mass(geo: GeoModel, result: LocateResult) -> list[list[float]]:
     """Heat cells of where ``result``'s probability lies over the gallery, searched
     again from its embedding (empty when it has none or the search scores no mass)."""
     if result.embedding is None or result.error:

@@ -11,8 +11,8 @@ from ..errors import UsageError
 from .view import MapView
 
 if TYPE_CHECKING:
-    from ..geolocator import Geolocator
     from ..locate import LocateResult
+    from ..model import GeoModel
 
 __all__ = ["MAP_SUFFIXES", "map_format", "write_locate_map", "write_map", "write_scan_map"]
 
@@ -55,7 +55,7 @@ def write_locate_map(
     results: Sequence[LocateResult],
     path: str | os.PathLike[str],
     *,
-    geo: Geolocator | None = None,
+    geo: GeoModel | None = None,
     sources: Mapping[str, Any] | None = None,
     tiles: bool = False,
 ) -> Path:
