@@ -36,7 +36,7 @@ def test_help_imports_nothing_heavy():
         "sys.argv = ['geoguess', '--help']\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
         "heavy = [m for m in ('numpy', 'onnxruntime', 'torch', 'transformers', 'litellm',"
-        " 'hnswlib', 'PIL') if m in sys.modules]\n"
+        " 'hnswlib', 'PIL', 'ray') if m in sys.modules]\n"
         "print('HEAVY', heavy, file=sys.stderr)\n"
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

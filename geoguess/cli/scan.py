@@ -194,6 +194,41 @@ def scan_cmd(
         bool,
         typer.Option("--xmp-overwrite", help="With --xmp: replace GPS already in a sidecar."),
     ] = False,
+    engine: Annotated[
+        str,
+        typer.Option(
+            "--engine",
+            help="local (this process) or ray (an actor pool on Ray Data, local or a "
+            "cluster; pip install 'geoguess\\[ray]').",
+        ),
+    ] = "local",
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-address",
+            help="With --engine ray: the cluster (auto, ray://head:10001) "
+            "\\[default: a local Ray on this machine's cores].",
+            show_default=False,
+        ),
+    ] = None,
+    ray_workers: Annotated[
+        int | None,
+        typer.Option(
+            "--ray-workers",
+            min=1,
+            help="With --engine ray: actors, each with its own model \\[default: what the "
+            "cluster's CPUs or GPUs hold].",
+            show_default=False,
+        ),
+    ] = None,
+    gpus_per_worker: Annotated[
+        float,
+        typer.Option(
+            "--gpus-per-worker",
+            min=0,
+            help="With --engine ray: GPUs per actor (CUDA, fp16, batches of 64); 0: CPUs.",
+        ),
+    ] = 0,
 ) -> None:
     """Locate every photo in a folder into a CSV or JSON Lines file.
 
@@ -237,7 +272,23 @@ def scan_cmd(
             from ..maps import map_format
 
             map_format(map_file)
-        geo = open_geolocator(
+        ray_engine = _ray_engine(
+            engine,
+            llm,
+            device,
+            ray_address=ray_address,
+            ray_workers=ray_workers,
+            gpus_per_worker=gpus_per_worker,
+            model=model,
+            precision=precision,
+            gallery=gallery,
+            search=search,
+            beam=beam,
+            exact_decode=exact_decode,
+            raw_candidates=raw_candidates,
+            quiet=quiet,
+        )
+        geo = ray_engine or open_geolocator(
             model,
             precision,
             device,
@@ -282,7 +333,7 @@ def scan_cmd(
             overwrite=overwrite,
             retry_failed=retry_failed,
         )
-        with writer, refiner or contextlib.nullcontext():
+        with writer, refiner or contextlib.nullcontext(), ray_engine or contextlib.nullcontext():
             if writer.dropped_partial:
                 _note(
                     f"{output}: dropped an incomplete last row ({writer.dropped_partial} bytes) "
@@ -325,6 +376,8 @@ def scan_cmd(
                     counts["located"] += 1
 
             try:
+                if ray_engine is not None:
+                    from ..ray_scan import scan_folder
                 with _stop_on_signals() as (stop, received):
                     summary = scan_folder(
                         geo,
@@ -376,6 +429,59 @@ def scan_cmd(
         raise typer.Exit(128 + int(signum))
     some_failed = summary.failed or failed_before or xmp_counts["failed"]
     raise typer.Exit(EXIT_SOME_FAILED if some_failed else EXIT_OK)
+
+
+def _ray_engine(engine: str, llm: str | None, device: str, **options: Any) -> Any:
+    """A RayScan for --engine ray (Ray started, the workers' model set found), else None."""
+    from ..errors import UsageError
+
+    ray_options = ("ray_address", "ray_workers")
+    if engine == "local":
+        if any(options[k] is not None for k in ray_options) or options["gpus_per_worker"]:
+            raise UsageError(
+                "--ray-address, --ray-workers and --gpus-per-worker go with --engine ray"
+            )
+        return None
+    if engine != "ray":
+        raise UsageError(f"unknown engine {engine!r} (choose local or ray)")
+    if llm:
+        raise UsageError("--llm is not available with --engine ray yet; use --engine local")
+    gpus = options["gpus_per_worker"]
+    if (device == "cuda" and not gpus) or (device == "cpu" and gpus):
+        raise UsageError("with --engine ray, --gpus-per-worker chooses the device (--device auto)")
+    from ..ray_scan import RayScan, WorkerOptions, driver_env
+    from ..reporting import Reporter
+
+    worker = WorkerOptions(
+        model=options["model"],
+        precision=options["precision"],
+        gallery=options["gallery"],
+        search=options["search"],
+        beam=options["beam"],
+        exact_decode=options["exact_decode"],
+        merge_duplicates=not options["raw_candidates"],
+        gpus_per_worker=gpus,
+        env=driver_env(),
+    )
+
+    # Ray's start-up messages as notes on stderr.
+    class NoteReporter(Reporter):
+        def message(self, text: str) -> None:
+            _note(text)
+
+    reporter = Reporter() if options["quiet"] else NoteReporter()
+    geo = RayScan(
+        worker,
+        address=options["ray_address"],
+        workers=options["ray_workers"],
+        reporter=reporter,
+    )
+    if geo.random_weights:
+        _note(
+            f"warning: model set {geo.name!r} has random backbone weights (built for "
+            "tests and benchmarks): its answers are not geolocations"
+        )
+    return geo
 
 
 def _sidecar_options(xmp: bool, every: bool, style: str, overwrite: bool) -> Any:
