@@ -13,6 +13,8 @@ plus what only the research needs:
   distances it computed, so the harness replays its search on the saved graph
   (:class:`HnswGraph`) for ``--replay-queries`` queries and adds the mean count to the
   dot products of the hnsw rows.
+* ``--top-efs``: the hnsw rows again at each of these ef values (TreeSearch's ``ef``),
+  to see which ef keeps agreement at a given top-level width.
 * ``--ef``: hnswlib over all gallery points as a second baseline (ef values).
 * ``--compare-nodes``: our tree routed by the exact cluster score (the best member's),
   a ceiling for any node key, and our tree with mean-GPS keys.
@@ -66,6 +68,7 @@ class ResearchOptions(SearchBenchOptions):
     jitter_km: float = 10.0
     hnsw_efs: Sequence[int] = DEFAULT_EFS
     replay_queries: int = 100  # queries per run whose hnswlib distances are counted
+    top_efs: Sequence[int] = ()  # extra ef values for trees' hnswlib-routed top level
     compare_nodes: bool = False
     workdir: Path | None = None  # keep (and reuse) scaled galleries and indexes here
 
@@ -214,6 +217,37 @@ def child_hnsw(
     return out
 
 
+def child_tree_efs(
+    tree_dir: str, query_paths: list[str], beams: list[int], logit_scale: float, efs: list[int]
+) -> dict[str, Any]:
+    """Like geoguess.bench_search.child_tree for ``top="hnsw"``, at every ef of ``efs``;
+    keyed ``"<path>|<beam>|<ef>"``. Its own process: its peak RSS is the hnsw route's."""
+    from geoguess.tree_search import TreeSearch
+
+    tree = Tree.load(Path(tree_dir))
+    out: dict[str, Any] = {"runs": {}}
+    for qp in query_paths:
+        queries = np.load(qp)
+        for beam in beams:
+            for ef in efs:
+                search = TreeSearch(tree, logit_scale, beam=beam, top="hnsw", ef=ef)
+                for q in queries[: min(20, len(queries))]:  # warm caches and pages
+                    search.search(q[None], 1)
+                top1 = np.empty(len(queries), dtype=np.int64)
+                compared = np.empty(len(queries), dtype=np.int64)
+                start = time.process_time()
+                for i, q in enumerate(queries):
+                    res = search.search(q[None], 1)[0]
+                    top1[i], compared[i] = res.indices[0], res.compared
+                out["runs"][f"{qp}|{beam}|{ef}"] = {
+                    "top1": top1,
+                    "compared": compared,
+                    "us": (time.process_time() - start) / len(queries) * 1e6,
+                }
+    out["rss_mb"] = peak_rss_mb()
+    return out
+
+
 # --- the harness ------------------------------------------------------------------------
 
 
@@ -303,6 +337,8 @@ class ResearchBench(SearchBench):
                 tree_dir, rows = self.tree_rows(
                     spec, gallery, queries, truth, coords, work, reuse=keep
                 )
+                if opts.top_efs and rows:
+                    rows += self.top_ef_rows(rows[0], tree_dir, queries, truth, coords)
                 for row in rows:
                     if row.top == "hnsw":
                         self.count_hnsw(row, tree_dir, _query_set(row, queries))
@@ -344,6 +380,46 @@ class ResearchBench(SearchBench):
             f"top level by hnswlib: {extra:.0f} distance computations per query, counted by "
             f"replaying {n} queries ({same}/{n} replays give hnswlib's nodes), included"
         )
+
+    def top_ef_rows(
+        self,
+        like: BenchRow,
+        tree_dir: Path,
+        queries: list[QuerySet],
+        truth: dict[Path, np.ndarray],
+        coords: np.ndarray,
+    ) -> list[BenchRow]:
+        """Rows of the tree in ``tree_dir`` with its top level routed by hnswlib at every
+        ef of ``--top-efs`` (``like``: one of its rows, for the labels)."""
+        beams = sorted({int(b) for b in self.opts.beams})
+        efs = sorted({int(e) for e in self.opts.top_efs})
+        with self.rep.task(f"Querying tree {like.levels} at ef {efs} (one core)"):
+            res = in_child(
+                child_tree_efs,
+                str(tree_dir),
+                [str(q.path) for q in queries],
+                beams,
+                self.geo.logit_scale,
+                efs,
+            )
+        rows = []
+        for q in queries:
+            for beam in beams:
+                for ef in efs:
+                    run = res["runs"][f"{q.path}|{beam}|{ef}"]
+                    row = self.base_row(
+                        q, like.gallery_size, method="tree", levels=like.levels, beam=beam
+                    )
+                    row.top, row.ef = "hnsw", ef
+                    row.__dict__.update(agreement(coords, run["top1"], truth[q.path]))
+                    row.compared_mean = float(run["compared"].mean())
+                    row.share_compared = row.compared_mean / like.gallery_size
+                    row.us_per_query = run["us"]
+                    row.rss_mb = res["rss_mb"]
+                    row.disk_mb = like.disk_mb
+                    row.notes.append("ef set by --top-efs; RAM MB of a hnsw-only process")
+                    rows.append(row)
+        return rows
 
     def oracle_rows(
         self,
@@ -513,6 +589,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--jitter-km", type=float, default=10.0)
     ap.add_argument("--ef", default="20,80,320", help="hnswlib over all points ('' to skip)")
     ap.add_argument("--replay-queries", type=int, default=100)
+    ap.add_argument(
+        "--top-efs", default="", help="hnswlib ef values for trees' top level (hnsw rows)"
+    )
     ap.add_argument("--flat-queries", type=int, default=100)
     ap.add_argument("--compare-nodes", action="store_true")
     ap.add_argument("--workdir", type=Path)
@@ -533,6 +612,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         jitter_km=args.jitter_km,
         hnsw_efs=_numbers(args.ef, "--ef", int),
         replay_queries=args.replay_queries,
+        top_efs=_numbers(args.top_efs, "--top-efs", int),
         flat_queries=args.flat_queries,
         compare_nodes=args.compare_nodes,
         workdir=args.workdir,

@@ -225,7 +225,7 @@ def sources_of(model: InstalledModel) -> set[str]:
     manifest = model.manifest
     shas = {model.content_sha256(rel) for rel in manifest.image_encoders.values()}
     for gallery in manifest.galleries.values():
-        emb = manifest.files.get(gallery.get("embeddings", ""))
+        emb = manifest.files.get(gallery.embeddings)
         if emb is not None:
             shas.add(emb.sha256)
     return shas

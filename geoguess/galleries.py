@@ -24,7 +24,16 @@ import numpy as np
 from . import atomic
 from .areas import AREAS_FILE, assign_areas, save_areas
 from .errors import InputError, UsageError
-from .manifest import describe_files, load_manifest, write_manifest
+from .manifest import (
+    GalleryEntry,
+    TreeEntry,
+    describe_files,
+    drop_gallery,
+    load_manifest,
+    replace_files,
+    set_gallery,
+    write_manifest,
+)
 from .reporting import Reporter
 from .store import InstalledModel, get_model, remember_verified
 from .tree import TreeConfig, auto_levels
@@ -68,7 +77,7 @@ def build_tree_files(
     *,
     location_encoder: LocationEncoder | None = None,
     reporter: Reporter | None = None,
-) -> dict[str, Any]:
+) -> TreeEntry:
     """Build a tree into ``out_dir``; returns its manifest entry for ``final_dir``.
 
     ``final_dir`` is where the folder will live in the model set (relative to its
@@ -82,35 +91,35 @@ def build_tree_files(
         location_encoder=location_encoder,
         reporter=reporter,
     )
-    return {
-        "dir": final_dir,
-        "levels": meta["levels"],
-        "features": meta["features"],
-        "node": meta["node"],
-        "nodes_per_level": meta["nodes_per_level"],
-        "files": [f"{final_dir}/{f}" for f in meta["files"]],
-    }
+    return TreeEntry(
+        dir=final_dir,
+        levels=tuple(meta["levels"]),
+        features=meta["features"],
+        node=meta["node"],
+        nodes_per_level=tuple(meta["nodes_per_level"]),
+        files=tuple(f"{final_dir}/{f}" for f in meta["files"]),
+    )
 
 
-def default_tree_fields(
+def with_default_tree(
     root: Path,
-    gallery_dir: str,
+    entry: GalleryEntry,
     embeddings: np.ndarray,
     coords: np.ndarray,
     levels: str | None = "auto",
     *,
     location_encoder: LocationEncoder | None = None,
     reporter: Reporter | None = None,
-) -> dict[str, Any]:
-    """Build a gallery's tree in a model set being built; fields for its gallery entry.
+) -> GalleryEntry:
+    """Build the tree of a gallery in a model set being built; ``entry`` with it.
 
     ``levels`` ``"none"`` builds nothing (the gallery then only supports flat search).
     """
     if levels is not None and levels.strip().lower() == "none":
-        return {}
+        return entry
     config = tree_config(levels, len(embeddings))
-    final = f"{gallery_dir}/{config.dirname}"
-    entry = build_tree_files(
+    final = f"{entry.folder}/{config.dirname}"
+    tree = build_tree_files(
         root / final,
         final,
         embeddings,
@@ -119,7 +128,7 @@ def default_tree_fields(
         location_encoder=location_encoder,
         reporter=reporter,
     )
-    return {"trees": {config.key: entry}, "default_tree": config.key}
+    return entry.with_tree(config.key, tree)
 
 
 def _rewrite_manifest(model_dir: Path, mutate: Callable[[dict[str, Any]], None]) -> None:
@@ -134,17 +143,6 @@ def _encoder(model: InstalledModel) -> LocationEncoder:
     from .encoders import LocationEncoder
 
     return LocationEncoder(model.file(model.manifest.location_encoder), "cpu")
-
-
-def _gallery_entry(model: InstalledModel, gallery: str | None) -> tuple[str, dict[str, Any]]:
-    galleries = model.manifest.galleries
-    name = gallery or model.manifest.raw.get("default_gallery") or next(iter(galleries), None)
-    if name not in galleries:
-        raise UsageError(
-            f"model set {model.name!r} has no gallery {name!r} "
-            f"(it has: {', '.join(galleries) or 'none'})"
-        )
-    return name, galleries[name]
 
 
 def build_gallery_tree(
@@ -164,11 +162,11 @@ def build_gallery_tree(
     Returns the tree's manifest entry, with its ``key``.
     """
     installed = get_model(model)
-    name, entry = _gallery_entry(installed, gallery)
-    embeddings = np.load(installed.file(entry["embeddings"]), mmap_mode="r", allow_pickle=False)
-    coords = np.load(installed.file(entry["coords"]), allow_pickle=False)
+    name, entry = installed.manifest.gallery(gallery, model_name=installed.name)
+    embeddings = np.load(installed.file(entry.embeddings), mmap_mode="r", allow_pickle=False)
+    coords = np.load(installed.file(entry.coords), allow_pickle=False)
     config = tree_config(levels, len(embeddings), features=features, node=node, seed=seed)
-    gdir = Path(entry["embeddings"]).parent.as_posix()
+    gdir = entry.folder
     with atomic.private_folder(installed.path / gdir, config.dirname) as staged:
         tree_entry = build_tree_files(
             staged,
@@ -180,28 +178,22 @@ def build_gallery_tree(
             reporter=reporter,
         )
         table = {
-            f"{tree_entry['dir']}/{rel}": v
-            for rel, v in describe_files(
-                staged, [Path(f).name for f in tree_entry["files"]]
-            ).items()
+            f"{tree_entry.dir}/{rel}": v
+            for rel, v in describe_files(staged, [Path(f).name for f in tree_entry.files]).items()
         }
-        atomic.publish_folder(staged, installed.path / tree_entry["dir"], replace=True)
+        atomic.publish_folder(staged, installed.path / tree_entry.dir, replace=True)
 
     def mutate(raw: dict[str, Any]) -> None:
-        g = raw["galleries"][name]
-        old = g.get("trees", {}).get(config.key)
-        if old:
-            for rel in old.get("files", []):
-                raw["files"].pop(rel, None)
-        raw["files"].update(table)
-        g.setdefault("trees", {})[config.key] = tree_entry
-        if make_default or "default_tree" not in g:
-            g["default_tree"] = config.key
+        # The gallery as the manifest holds it now, not as it was before the build.
+        current = GalleryEntry.from_dict(raw["galleries"][name])
+        old = current.trees.get(config.key)
+        replace_files(raw, table, drop=old.files if old else ())
+        set_gallery(raw, name, current.with_tree(config.key, tree_entry, make_default=make_default))
 
     _rewrite_manifest(installed.path, mutate)
     # The files were hashed a moment ago; record them so the first search does not rehash.
     remember_verified(installed.path, load_manifest(installed.path), only=set(table))
-    return {"key": config.key, "gallery": name, **tree_entry}
+    return {"key": config.key, "gallery": name, **tree_entry.to_dict()}
 
 
 # --- custom galleries -----------------------------------------------------------------------
@@ -298,17 +290,19 @@ def add_gallery(
     with atomic.private_folder(root / GALLERY_DIR, name) as staged:
         np.save(staged / "coords.npy", coords, allow_pickle=False)
         np.save(staged / "embeddings.npy", embeddings, allow_pickle=False)
-        entry: dict[str, Any] = {
-            "coords": f"{gdir}/coords.npy",
-            "embeddings": f"{gdir}/embeddings.npy",
-            "size": len(coords),
-            "source": f"custom: {Path(csv_path).name}",
-            "custom": True,
-        }
+        names_rel = None
         if names is not None:
             np.save(staged / "names.npy", np.asarray(names, dtype=str), allow_pickle=False)
-            entry["names"] = f"{gdir}/names.npy"
-        entry["areas"] = write_areas(staged, gdir, coords)
+            names_rel = f"{gdir}/names.npy"
+        entry = GalleryEntry(
+            coords=f"{gdir}/coords.npy",
+            embeddings=f"{gdir}/embeddings.npy",
+            size=len(coords),
+            source=f"custom: {Path(csv_path).name}",
+            areas=write_areas(staged, gdir, coords),
+            names=names_rel,
+            custom=True,
+        )
         tree_entry = build_tree_files(
             staged / config.dirname,
             f"{gdir}/{config.dirname}",
@@ -317,39 +311,36 @@ def add_gallery(
             config,
             reporter=reporter,
         )
-        entry["trees"] = {config.key: tree_entry}
-        entry["default_tree"] = config.key
+        entry = entry.with_tree(config.key, tree_entry)
         rels = [p.relative_to(staged).as_posix() for p in staged.rglob("*") if p.is_file()]
         table = {f"{gdir}/{rel}": v for rel, v in describe_files(staged, rels).items()}
         atomic.publish_folder(staged, root / gdir, replace=True)
 
     def mutate(raw: dict[str, Any]) -> None:
-        for rel in [r for r in raw["files"] if r.startswith(gdir + "/")]:
-            del raw["files"][rel]
-        raw["files"].update(table)
-        raw.setdefault("galleries", {})[name] = entry
+        replace_files(raw, table, under=gdir)
+        set_gallery(raw, name, entry)
 
     _rewrite_manifest(root, mutate)
     remember_verified(root, load_manifest(root), only=set(table))
-    return {"name": name, **entry}
+    return {"name": name, **entry.to_dict()}
 
 
 def list_galleries(model: str | None = None) -> list[dict[str, Any]]:
     """One summary per gallery of a model set (name, size, source, trees, default)."""
     installed = get_model(model)
-    default = installed.manifest.raw.get("default_gallery")
+    default = installed.manifest.default_gallery
     out = []
     for name, entry in installed.manifest.galleries.items():
         out.append(
             {
                 "name": name,
-                "size": entry.get("size"),
-                "source": entry.get("source"),
-                "custom": bool(entry.get("custom")),
+                "size": entry.size,
+                "source": entry.source,
+                "custom": entry.custom,
                 "default": name == default,
-                "trees": sorted(entry.get("trees", {})),
-                "default_tree": entry.get("default_tree"),
-                "has_names": "names" in entry,
+                "trees": sorted(entry.trees),
+                "default_tree": entry.default_tree,
+                "has_names": entry.names is not None,
             }
         )
     return out
@@ -360,16 +351,14 @@ def remove_gallery(name: str, *, model: str | None = None) -> None:
     installed = get_model(model)
     if name not in installed.manifest.galleries:
         raise UsageError(f"model set {installed.name!r} has no gallery {name!r}")
-    if name == installed.manifest.raw.get("default_gallery"):
+    if name == installed.manifest.default_gallery:
         raise UsageError(f"{name!r} is the default gallery of model set {installed.name!r}")
-    entry = installed.manifest.galleries[name]
-    folder = installed.path / Path(entry["embeddings"]).parent
-    prefix = Path(entry["embeddings"]).parent.as_posix() + "/"
+    gdir = installed.manifest.galleries[name].folder
+    folder = installed.path / gdir
 
     def mutate(raw: dict[str, Any]) -> None:
-        raw["galleries"].pop(name, None)
-        for rel in [r for r in raw["files"] if r.startswith(prefix)]:
-            del raw["files"][rel]
+        drop_gallery(raw, name)
+        replace_files(raw, {}, under=gdir)
 
     # Manifest first: a set must never list files that are gone.
     _rewrite_manifest(installed.path, mutate)

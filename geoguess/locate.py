@@ -7,7 +7,7 @@ thread-friendly: Pillow releases the GIL), the encoder batch, and :func:`finish`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -258,3 +258,21 @@ def locate_many(
         finish(geo, p, embeddings.get(i), top_k=top_k, found=found.get(i))
         for i, p in enumerate(prepared)
     ]
+
+
+def locate_batches(
+    geo: GeoModel,
+    sources: Sequence[Source],
+    *,
+    top_k: int = 5,
+    names: Sequence[str | None] | None = None,
+    batch_size: int | None = None,
+) -> Iterator[tuple[Sequence[Source], list[LocateResult]]]:
+    """:func:`locate_many` over consecutive batches (``geo.default_batch_size`` photos),
+    yielding each batch's sources with their results in input order: memory stays
+    bounded for a long list, and a refiner can see the photos it refines."""
+    size = batch_size or geo.default_batch_size
+    all_names = list(names) if names is not None else [None] * len(sources)
+    for start in range(0, len(sources), size):
+        batch = sources[start : start + size]
+        yield batch, locate_many(geo, batch, top_k=top_k, names=all_names[start : start + size])

@@ -13,9 +13,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from .atomic import write_file
 from .errors import ModelIntegrityError, SetupError, UsageError
@@ -49,13 +50,144 @@ class FileEntry:
     sha256: str
 
 
+def _extra(raw: Mapping[str, Any], known: Iterable[str]) -> dict[str, Any]:
+    # Fields a later geoguess added: kept as they are, so rewriting an entry loses nothing.
+    names = set(known)
+    return {k: v for k, v in raw.items() if k not in names}
+
+
+@dataclass(frozen=True)
+class TreeEntry:
+    """A search tree of a gallery (see :mod:`geoguess.tree`), as the manifest lists it."""
+
+    dir: str
+    levels: tuple[int, ...]
+    features: str
+    node: str
+    nodes_per_level: tuple[int, ...]
+    files: tuple[str, ...]
+    extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    _FIELDS = ("dir", "levels", "features", "node", "nodes_per_level", "files")
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> Self:
+        return cls(
+            dir=str(raw["dir"]),
+            levels=tuple(int(n) for n in raw["levels"]),
+            features=str(raw["features"]),
+            node=str(raw["node"]),
+            nodes_per_level=tuple(int(n) for n in raw["nodes_per_level"]),
+            files=tuple(str(f) for f in raw["files"]),
+            extra=_extra(raw, cls._FIELDS),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.extra,
+            "dir": self.dir,
+            "levels": list(self.levels),
+            "features": self.features,
+            "node": self.node,
+            "nodes_per_level": list(self.nodes_per_level),
+            "files": list(self.files),
+        }
+
+
+@dataclass(frozen=True)
+class GalleryEntry:
+    """One GPS gallery of a model set (see :mod:`geoguess.galleries`): where its files
+    are, what it holds and its search trees by key (e.g. ``"316,13"``)."""
+
+    coords: str
+    embeddings: str
+    size: int
+    source: str
+    #: Each point's country and region (:mod:`geoguess.areas`); None in older sets.
+    areas: str | None = None
+    #: A custom gallery's label per point (its CSV's NAME column), if it had one.
+    names: str | None = None
+    custom: bool = False
+    trees: Mapping[str, TreeEntry] = field(default_factory=dict)
+    default_tree: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    _FIELDS = (
+        "coords",
+        "embeddings",
+        "size",
+        "source",
+        "areas",
+        "names",
+        "custom",
+        "trees",
+        "default_tree",
+    )
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> Self:
+        trees = raw.get("trees", {})
+        return cls(
+            coords=str(raw["coords"]),
+            embeddings=str(raw["embeddings"]),
+            size=int(raw["size"]),
+            source=str(raw["source"]),
+            areas=None if raw.get("areas") is None else str(raw["areas"]),
+            names=None if raw.get("names") is None else str(raw["names"]),
+            custom=bool(raw.get("custom", False)),
+            trees={str(k): TreeEntry.from_dict(t) for k, t in trees.items()},
+            default_tree=None if raw.get("default_tree") is None else str(raw["default_tree"]),
+            extra=_extra(raw, cls._FIELDS),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The entry as ``manifest.json`` holds it; optional fields only when set, so
+        the file reads as it always has."""
+        out: dict[str, Any] = {
+            **self.extra,
+            "coords": self.coords,
+            "embeddings": self.embeddings,
+            "size": self.size,
+            "source": self.source,
+        }
+        if self.areas is not None:
+            out["areas"] = self.areas
+        if self.names is not None:
+            out["names"] = self.names
+        if self.custom:
+            out["custom"] = True
+        if self.trees:
+            out["trees"] = {k: t.to_dict() for k, t in self.trees.items()}
+        if self.default_tree is not None:
+            out["default_tree"] = self.default_tree
+        return out
+
+    @property
+    def folder(self) -> str:
+        """The gallery's folder in the model set (``galleries/<name>``)."""
+        return Path(self.embeddings).parent.as_posix()
+
+    def with_tree(self, key: str, tree: TreeEntry, *, make_default: bool = True) -> Self:
+        """This entry with ``tree`` added (or replacing the tree of the same key); it
+        becomes the default when asked, or when the gallery had none."""
+        default = key if make_default or self.default_tree is None else self.default_tree
+        return replace(self, trees={**self.trees, key: tree}, default_tree=default)
+
+
 @dataclass
 class Manifest:
-    """In-memory view of ``manifest.json``; ``raw`` keeps fields added by later versions."""
+    """In-memory view of ``manifest.json``; ``raw`` keeps fields added by later versions.
+
+    Gallery and tree entries are read here only (:class:`GalleryEntry`); writers
+    change ``raw`` through :func:`set_gallery`, :func:`drop_gallery` and
+    :func:`replace_files`, then :func:`write_manifest`.
+    """
 
     name: str
     files: dict[str, FileEntry]
     raw: dict[str, Any] = field(repr=False)
+    galleries: dict[str, GalleryEntry] = field(default_factory=dict)
+    default_gallery: str | None = None
 
     # Accessors for the fields the runtime needs, so a malformed manifest fails in one place.
     @property
@@ -79,16 +211,53 @@ class Manifest:
         return str(self.raw["location_encoder"]["file"])
 
     @property
-    def galleries(self) -> dict[str, dict[str, Any]]:
-        return dict(self.raw.get("galleries", {}))
-
-    @property
     def random_weights(self) -> bool:
         """True when the image backbone was randomly initialised (tests, benchmarks)."""
         return bool(self.raw.get("provenance", {}).get("backbone", {}).get("random_init"))
 
+    def gallery(self, name: str | None, *, model_name: str) -> tuple[str, GalleryEntry]:
+        """The gallery ``name`` (None: the default one, else the first) and its entry;
+        UsageError naming the galleries there are when the set has no such gallery."""
+        name = name or self.default_gallery or next(iter(self.galleries), None)
+        if name is None or name not in self.galleries:
+            raise UsageError(
+                f"model set {model_name!r} has no gallery {name!r} "
+                f"(it has: {', '.join(self.galleries) or 'none'})"
+            )
+        return name, self.galleries[name]
+
     def to_json(self) -> str:
         return manifest_text(self.raw)
+
+
+# --- changing a raw manifest (before write_manifest seals it again) --------------------
+
+
+def set_gallery(raw: dict[str, Any], name: str, entry: GalleryEntry) -> None:
+    """Add gallery ``name`` to a raw manifest, or replace it."""
+    raw.setdefault("galleries", {})[name] = entry.to_dict()
+
+
+def drop_gallery(raw: dict[str, Any], name: str) -> None:
+    raw.get("galleries", {}).pop(name, None)
+
+
+def replace_files(
+    raw: dict[str, Any],
+    table: Mapping[str, Mapping[str, Any]],
+    *,
+    drop: Iterable[str] = (),
+    under: str | None = None,
+) -> None:
+    """Forget the files ``drop`` and every file under the folder ``under``, then list
+    those of ``table`` (from :func:`describe_files`)."""
+    files = raw["files"]
+    gone = set(drop)
+    if under is not None:
+        gone.update(r for r in files if r.startswith(under.rstrip("/") + "/"))
+    for rel in gone:
+        files.pop(rel, None)
+    files.update(table)
 
 
 def content_sha256(raw: dict[str, Any]) -> str:
@@ -156,13 +325,18 @@ def load_manifest(model_dir: Path) -> Manifest:
             for rel, e in raw["files"].items()
         }
         name = str(raw["name"])
-    except (KeyError, TypeError, ValueError) as exc:
+        galleries = {str(g): GalleryEntry.from_dict(e) for g, e in raw.get("galleries", {}).items()}
+        default = raw.get("default_gallery")
+        default_gallery = None if default is None else str(default)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ModelIntegrityError(path, f"manifest is malformed ({exc})") from exc
     for rel in files:
         # A manifest must never point outside its own folder.
         if Path(rel).is_absolute() or ".." in Path(rel).parts:
             raise ModelIntegrityError(path, f"manifest names a file outside the model: {rel}")
-    return Manifest(name=name, files=files, raw=raw)
+    return Manifest(
+        name=name, files=files, raw=raw, galleries=galleries, default_gallery=default_gallery
+    )
 
 
 def describe_files(model_dir: Path, relpaths: list[str]) -> dict[str, dict[str, Any]]:

@@ -17,7 +17,7 @@ import numpy as np
 from . import derived
 from .encoders import ImageEncoder, LocationEncoder, l2_normalize
 from .errors import SetupError, UsageError
-from .manifest import check_precision
+from .manifest import GalleryEntry, check_precision
 from .preprocess import Preprocess
 from .providers import providers_for
 from .search import DuplicateGroups, FlatSearch, Searcher, SearchResult, merge_duplicates
@@ -71,6 +71,18 @@ def _check_search_mode(mode: str) -> None:
         raise UsageError(f"search must be auto, flat or tree, got {mode!r}")
 
 
+def model_record(geo: Any) -> dict[str, Any]:
+    """The ``model`` record of JSON output and of a scan's settings: which model set,
+    encoder precision and gallery made an answer, and whether its weights are random.
+    ``geo`` is a :class:`GeoModel` or anything with the same attributes (a Ray scan)."""
+    return {
+        "name": geo.model.name,
+        "precision": geo.precision,
+        "gallery": geo.gallery_name,
+        "random_weights": geo.random_weights,
+    }
+
+
 def default_precision(model: InstalledModel, on_cuda: bool) -> str:
     have = model.manifest.image_encoders
     order = ("fp16", "fp32") if on_cuda else ("int8", "fp32")
@@ -118,14 +130,7 @@ class GeoModel:
                 f"model set {model.name!r} has no {self.precision} image encoder "
                 f"(it has: {', '.join(manifest.image_encoders)})"
             )
-        self.gallery_name = (
-            gallery or manifest.raw.get("default_gallery") or next(iter(manifest.galleries))
-        )
-        if self.gallery_name not in manifest.galleries:
-            raise UsageError(
-                f"model set {model.name!r} has no gallery {self.gallery_name!r} "
-                f"(it has: {', '.join(manifest.galleries)})"
-            )
+        self.gallery_name, _ = manifest.gallery(gallery, model_name=model.name)
         self.preprocess = Preprocess.from_manifest(manifest.preprocess)
         self.logit_scale = manifest.logit_scale
         _check_search_mode(search)
@@ -161,13 +166,18 @@ class GeoModel:
             self.model.file(self.model.manifest.location_encoder), self.device, threads=self.threads
         )
 
+    @property
+    def gallery_entry(self) -> GalleryEntry:
+        """The manifest's entry of the gallery searched (its files, size and trees)."""
+        return self.model.manifest.galleries[self.gallery_name]
+
     @cached_property
     def gallery(self) -> Gallery:
-        entry = self.model.manifest.galleries[self.gallery_name]
-        coords = np.load(self.model.file(entry["coords"]), allow_pickle=False)
+        entry = self.gallery_entry
+        coords = np.load(self.model.file(entry.coords), allow_pickle=False)
 
         def embeddings() -> np.ndarray:
-            path = self.model.file(entry["embeddings"])
+            path = self.model.file(entry.embeddings)
             return np.load(path, mmap_mode="r", allow_pickle=False)
 
         return Gallery(self.gallery_name, coords, embeddings)
@@ -178,10 +188,10 @@ class GeoModel:
         geoguess stored them: rebuild the gallery to get them)."""
         from .areas import load_areas
 
-        entry = self.model.manifest.galleries[self.gallery_name]
-        if "areas" not in entry:
+        rel = self.gallery_entry.areas
+        if rel is None:
             return None
-        path = self.model.file(entry["areas"])
+        path = self.model.file(rel)
         try:
             return load_areas(path, len(self.gallery.coords))
         except (OSError, ValueError, KeyError) as exc:
@@ -193,10 +203,10 @@ class GeoModel:
     @cached_property
     def point_names(self) -> np.ndarray | None:
         """A custom gallery's own name for each point (its CSV's NAME column), if any."""
-        entry = self.model.manifest.galleries[self.gallery_name]
-        if "names" not in entry:
+        rel = self.gallery_entry.names
+        if rel is None:
             return None
-        return np.load(self.model.file(entry["names"]), allow_pickle=False)
+        return np.load(self.model.file(rel), allow_pickle=False)
 
     @cached_property
     def gallery_vectors(self) -> np.ndarray:
@@ -208,7 +218,7 @@ class GeoModel:
 
     @cached_property
     def flat(self) -> FlatSearch:
-        rel = self.model.manifest.galleries[self.gallery_name]["embeddings"]
+        rel = self.gallery_entry.embeddings
         gallery = self.gallery
         wide = derived.float32_embeddings(
             lambda: gallery.embeddings, self.model.manifest.files[rel].sha256
@@ -229,13 +239,12 @@ class GeoModel:
         _check_search_mode(mode)
         if mode == "flat":
             return self.flat
-        entry = self.model.manifest.galleries[self.gallery_name]
-        trees = entry.get("trees", {})
-        key = entry.get("default_tree")
-        large = int(entry.get("size") or 0) >= AUTO_TREE_MIN_POINTS
-        if mode == "auto" and (not (large or beam) or key not in trees):
+        entry = self.gallery_entry
+        tree_entry = entry.trees.get(entry.default_tree or "")
+        large = entry.size >= AUTO_TREE_MIN_POINTS
+        if mode == "auto" and (not (large or beam) or tree_entry is None):
             return self.flat
-        if key not in trees:
+        if tree_entry is None:
             raise UsageError(
                 f"gallery {self.gallery_name!r} of model set {self.model.name!r} has no "
                 f"search tree; build one with: geoguess models tree --gallery {self.gallery_name}"
@@ -243,7 +252,7 @@ class GeoModel:
         from .tree import Tree
         from .tree_search import TreeSearch
 
-        folder = str(trees[key]["dir"])
+        folder = tree_entry.dir
         # Every tree file is checked against the manifest's sha256 before use.
         tree = Tree.load(
             self.model.path / folder, open_file=lambda name: self.model.file(f"{folder}/{name}")

@@ -94,7 +94,7 @@ def test_answers_carry_their_areas_everywhere(tiny_home: Path, photos_dir: Path,
 
     geo = Geolocator.load()
     entry = geo.model.manifest.galleries[geo.gallery_name]
-    assert entry["areas"] in geo.model.manifest.files  # checksummed like every model file
+    assert entry.areas in geo.model.manifest.files  # checksummed like every model file
     photo = str(photos_dir / "gps_DSCN0010.jpg")
     record = json.loads(runner.invoke(app, [photo, "--json"]).stdout)
     countries, regions = record["countries"], record["regions"]

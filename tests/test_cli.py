@@ -1,5 +1,5 @@
-"""The command line: exit codes, streams, JSON, start-up cost, and that the README
-documents every command and flag."""
+"""The command line: exit codes, streams, JSON and start-up cost (that docs/ names every
+command and option is tests/test_docs.py)."""
 
 from __future__ import annotations
 
@@ -7,17 +7,14 @@ import json
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from geoguess import __version__
 from geoguess.cli import app
 
 runner = CliRunner()
-README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def test_version_and_help():
@@ -41,30 +38,6 @@ def test_help_imports_nothing_heavy():
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "HEAVY []" in res.stderr
-
-
-def _all_commands(group, prefix: str = "geoguess"):
-    # typer vendors its own click, so go by attributes rather than click's classes.
-    for name, cmd in sorted(group.commands.items()):
-        path = f"{prefix} {name}"
-        yield path, cmd
-        if hasattr(cmd, "commands"):
-            yield from _all_commands(cmd, path)
-
-
-def test_readme_documents_every_command_and_flag():
-    text = README.read_text(encoding="utf-8")
-    root = typer.main.get_command(app)
-    missing = []
-    for path, cmd in _all_commands(root):
-        if path not in text:
-            missing.append(path)
-        for param in cmd.params:
-            if param.param_type_name == "option":
-                for opt in param.opts:
-                    if opt.startswith("--") and opt not in ("--help",) and opt not in text:
-                        missing.append(f"{path} {opt}")
-    assert not missing, f"README.md does not mention: {missing}"
 
 
 def test_locate_streams_and_exit_codes(tiny_home, photos_dir, tmp_path):

@@ -78,8 +78,12 @@ def test_gallery_add_list_remove_via_cli(tiny_home_copy: Path, tmp_path: Path) -
     entry = model.manifest.galleries["cities"]
     assert all(
         rel in model.manifest.files
-        for rel in [entry["coords"], entry["embeddings"], entry["names"]]
-        + entry["trees"][entry["default_tree"]]["files"]
+        for rel in [
+            entry.coords,
+            entry.embeddings,
+            entry.names,
+            *list(entry.trees[entry.default_tree].files),
+        ]
     )
     _, problems = verify_model("tiny")
     assert problems == []
@@ -89,7 +93,7 @@ def test_gallery_add_list_remove_via_cli(tiny_home_copy: Path, tmp_path: Path) -
     query = geo.embed_locations(np.array([[35.6762, 139.6503]]))
     best = geo.predictions(geo.search(query, 1)[0])[0]
     assert abs(best.lat - 35.68) < 1 and abs(best.lon - 139.65) < 1
-    names = np.load(model.file(entry["names"]), allow_pickle=False)
+    names = np.load(model.file(entry.names), allow_pickle=False)
     assert names[best.index].startswith("Tokyo")
     flat = Geolocator.load("tiny", gallery="cities", search="flat")
     assert flat.search(query, 1)[0].indices[0] == best.index
@@ -101,7 +105,7 @@ def test_gallery_add_list_remove_via_cli(tiny_home_copy: Path, tmp_path: Path) -
         app, ["models", "gallery", "add", "cities", str(csv_path), "--force", "--levels", "3"]
     )
     assert res.exit_code == 0, res.output
-    assert get_model("tiny").manifest.galleries["cities"]["default_tree"] == "3"
+    assert get_model("tiny").manifest.galleries["cities"].default_tree == "3"
 
     res = runner.invoke(app, ["models", "gallery", "remove", "cities", "--yes"])
     assert res.exit_code == 0, res.output

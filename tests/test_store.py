@@ -228,7 +228,7 @@ def test_build_from_random_backbone_is_marked_and_warned(monkeypatch, photos_dir
     assert "random backbone weights" in res.stderr
     model = get_model("rnd")
     assert model.manifest.random_weights
-    assert model.manifest.galleries["mp16-100k"]["size"] == 2000
+    assert model.manifest.galleries["mp16-100k"].size == 2000
     res = runner.invoke(app, ["-m", "rnd", str(photos_dir / "gps_DSCN0010.jpg")])
     assert res.exit_code == 0
     assert "not geolocations" in res.stderr
@@ -293,7 +293,7 @@ def test_one_byte_in_coords_with_mtime_kept_is_refused(tiny_home_copy, photos_di
     from geoguess import Geolocator
 
     model = get_model("tiny")
-    coords = model.path / model.manifest.galleries["mp16-100k"]["coords"]
+    coords = model.path / model.manifest.galleries["mp16-100k"].coords
     _ = Geolocator.load("tiny").gallery  # checked and trusted once
     _flip_keeping_mtime(coords)
     with pytest.raises(ModelIntegrityError, match="sha256 does not match") as info:

@@ -259,12 +259,11 @@ def test_built_model_set_lists_and_verifies_its_tree(tiny_home: Path) -> None:
 
     model = get_model("tiny")
     entry = model.manifest.galleries["mp16-100k"]
-    key = entry["default_tree"]
-    tree_entry = entry["trees"][key]
-    assert tree_entry["levels"] == list(auto_levels(entry["size"]))
-    for rel in tree_entry["files"]:
+    tree_entry = entry.trees[entry.default_tree]
+    assert tree_entry.levels == tuple(auto_levels(entry.size))
+    for rel in tree_entry.files:
         assert rel in model.manifest.files
-        assert rel.startswith(tree_entry["dir"] + "/")
+        assert rel.startswith(tree_entry.dir + "/")
     _, problems = verify_model("tiny")
     assert problems == []
 
@@ -295,9 +294,9 @@ def test_models_tree_rebuilds_identically_and_updates_the_manifest(tiny_home_cop
     assert res.exit_code == 0, res.output
     first = get_model("tiny").manifest
     entry = first.galleries["mp16-100k"]
-    assert entry["default_tree"] == "10,8"
-    assert len(entry["trees"]) == 2  # the built-in tree stays
-    files = {rel: first.files[rel].sha256 for rel in entry["trees"]["10,8"]["files"]}
+    assert entry.default_tree == "10,8"
+    assert len(entry.trees) == 2  # the built-in tree stays
+    files = {rel: first.files[rel].sha256 for rel in entry.trees["10,8"].files}
     assert len(files) == 9  # tree.json, leaves, offsets, rows, 2 x (nodes, hnsw), children
     res = runner.invoke(app, ["models", "tree", "--levels", "10,8", "--no-default"])
     assert res.exit_code == 0, res.output

@@ -26,7 +26,14 @@ import numpy as np
 from .. import __version__
 from ..encoders import ImageEncoder, LocationEncoder, l2_normalize
 from ..errors import ExportError, SetupError, UsageError
-from ..manifest import FORMAT_VERSION, PRECISIONS, describe_files, sha256_file, write_manifest
+from ..manifest import (
+    FORMAT_VERSION,
+    PRECISIONS,
+    GalleryEntry,
+    describe_files,
+    sha256_file,
+    write_manifest,
+)
 from ..reporting import Reporter
 from ..store import InstalledModel, check_name, commit, models_dir, staging
 from .backbone import Backbone, backbone_kind, open_folder, open_random
@@ -367,7 +374,7 @@ def build_model_set(
 
         logit_scale = float(np.exp(np.float32(weights.logit_scale)))
 
-        from ..galleries import default_tree_fields, embed_coords, write_areas
+        from ..galleries import embed_coords, with_default_tree, write_areas
 
         gdir = Path(GALLERY_DIR) / recipe.gallery_name
         (stage / gdir).mkdir(parents=True)
@@ -380,9 +387,16 @@ def build_model_set(
         loc = LocationEncoder(loc_path, "cpu")
         emb = embed_coords(loc, coords, rep)
         np.save(stage / gdir / "embeddings.npy", emb, allow_pickle=False)
-        tree_fields = default_tree_fields(
+        gallery = GalleryEntry(
+            coords=(gdir / "coords.npy").as_posix(),
+            embeddings=(gdir / "embeddings.npy").as_posix(),
+            size=len(coords),
+            source=f"geoclip {weights.provenance.get('version') or '?'} {recipe.gallery_csv}",
+            areas=areas,
+        )
+        gallery = with_default_tree(
             stage,
-            gdir.as_posix(),
+            gallery,
             emb,
             coords,
             opts.tree_levels,
@@ -427,17 +441,7 @@ def build_model_set(
                 "sigmas": list(weights.sigmas),
                 "outputs": ["embedding", "capsules"],
             },
-            "galleries": {
-                recipe.gallery_name: {
-                    "coords": (gdir / "coords.npy").as_posix(),
-                    "embeddings": (gdir / "embeddings.npy").as_posix(),
-                    "areas": areas,
-                    "size": len(coords),
-                    "source": f"geoclip {weights.provenance.get('version') or '?'} "
-                    f"{recipe.gallery_csv}",
-                    **tree_fields,
-                }
-            },
+            "galleries": {recipe.gallery_name: gallery.to_dict()},
             "default_gallery": recipe.gallery_name,
             "quality": quality,
             "provenance": {

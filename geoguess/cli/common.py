@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import typer
@@ -335,35 +336,51 @@ def check_options(precision: str | None, device: str) -> None:
     check_device(device)
 
 
-def open_geolocator(
-    model: str | None,
-    precision: str | None,
-    device: str,
-    gallery: str | None,
-    verbose: bool,
-    search: str = "auto",
-    beam: int | None = None,
-    exact_decode: bool = False,
-    yes: bool = False,
-    raw_candidates: bool = False,
-) -> Any:
+@dataclass(frozen=True)
+class ModelOptions:
+    """The options that choose and open a model set (``locate``, ``scan``, ``eval``):
+    take them with ``@bundled("model_options", ModelOptions)``."""
+
+    model: ModelOpt = None
+    precision: PrecisionOpt = None
+    device: DeviceOpt = "auto"
+    gallery: GalleryOpt = None
+    search: SearchOpt = "auto"
+    beam: BeamOpt = None
+    exact_decode: ExactDecodeOpt = False
+    raw_candidates: RawCandidatesOpt = False
+    verbose: VerboseOpt = False
+
+    def check(self) -> None:
+        check_options(self.precision, self.device)
+
+    def loader_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of ``Geolocator.load`` (and of Ray's worker options)."""
+        return {
+            "precision": self.precision,
+            "device": self.device,
+            "gallery": self.gallery,
+            "search": self.search,
+            "beam": self.beam,
+            "exact_decode": self.exact_decode,
+            "merge_duplicates": not self.raw_candidates,
+        }
+
+    def open(self, *, yes: bool = False) -> Any:
+        """The Geolocator, offering to build the default set on first use."""
+        return open_geolocator(self, yes=yes)
+
+
+def open_geolocator(options: ModelOptions, *, yes: bool = False) -> Any:
     from ..errors import ModelNotFoundError
     from ..geolocator import Geolocator
     from ..store import DEFAULT_MODEL, default_model_name
 
-    check_options(precision, device)
+    options.check()
+    model = options.model
 
     def load() -> Any:
-        return Geolocator.load(
-            model,
-            precision=precision,
-            device=device,
-            gallery=gallery,
-            search=search,
-            beam=beam,
-            exact_decode=exact_decode,
-            merge_duplicates=not raw_candidates,
-        )
+        return Geolocator.load(model, **options.loader_kwargs())
 
     try:
         geo = load()
@@ -382,7 +399,7 @@ def open_geolocator(
     fallback = geo.image_encoder.session.fallback
     if fallback:
         _note(fallback)
-    if verbose:
+    if options.verbose:
         _note(
             f"model {geo.model.name} ({geo.precision}), gallery {geo.gallery_name}, "
             f"provider {geo.provider}"

@@ -8,25 +8,18 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from .bundles import bundled
 from .common import (
     EXIT_OK,
     EXIT_SOME_FAILED,
     BatchSizeOpt,
-    BeamOpt,
-    DeviceOpt,
-    ExactDecodeOpt,
-    GalleryOpt,
-    ModelOpt,
-    PrecisionOpt,
+    ModelOptions,
     QuietOpt,
-    SearchOpt,
-    VerboseOpt,
     WorkersOpt,
     _err,
     _errors,
     _note,
     app,
-    open_geolocator,
 )
 
 if TYPE_CHECKING:
@@ -109,6 +102,7 @@ def _show(metrics: EvalMetrics, random_weights: bool) -> None:
 
 
 @app.command("eval")
+@bundled("model_options", ModelOptions)
 def eval_cmd(
     csv_file: Annotated[
         Path, typer.Argument(help="CSV of image ids and true coordinates.", show_default=False)
@@ -151,14 +145,7 @@ def eval_cmd(
     batch_size: BatchSizeOpt = None,
     workers: WorkersOpt = None,
     quiet: QuietOpt = False,
-    model: ModelOpt = None,
-    precision: PrecisionOpt = None,
-    device: DeviceOpt = "auto",
-    gallery: GalleryOpt = None,
-    search: SearchOpt = "auto",
-    beam: BeamOpt = None,
-    exact_decode: ExactDecodeOpt = False,
-    verbose: VerboseOpt = False,
+    model_options: ModelOptions = ModelOptions(),
 ) -> None:
     """Measure accuracy on a benchmark (IM2GPS3K, YFCC4K, or your own CSV).
 
@@ -178,6 +165,7 @@ def eval_cmd(
       --lat-column lat --lon-column lon --predictions preds.csv
     """
     from ..evaluate import PredictionsWriter, evaluate, read_eval_csv
+    from ..model import model_record
     from ..output import print_json, stderr_console
     from ..reporting import Reporter
     from .common import RichReporter
@@ -204,9 +192,7 @@ def eval_cmd(
         if len(missing) > _LIST_AT_MOST:
             _err(f"... and {len(missing) - _LIST_AT_MOST} more images not found in {images}")
 
-        geo = open_geolocator(
-            model, precision, device, gallery, verbose, search, beam, exact_decode
-        )
+        geo = model_options.open()
         show_progress = not quiet and stderr_console().is_terminal
         reporter = RichReporter(unit="images") if show_progress else Reporter()
         writer = PredictionsWriter(predictions) if predictions is not None else None
@@ -240,12 +226,7 @@ def eval_cmd(
     if json_out:
         record = metrics.to_dict()
         record["csv"] = str(csv_file)
-        record["model"] = {
-            "name": geo.model.name,
-            "precision": geo.precision,
-            "gallery": geo.gallery_name,
-            "random_weights": geo.random_weights,
-        }
+        record["model"] = model_record(geo)
         print_json(record)
     else:
         _show(metrics, geo.random_weights)

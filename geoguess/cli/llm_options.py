@@ -1,11 +1,12 @@
 """The ``--llm`` options shared by ``geoguess locate`` and ``geoguess scan``.
 
-Not a command module: commands import the option aliases and :func:`open_refiner`.
+Not a command module: commands take :class:`LLMOptions` as one bundle.
 Nothing heavy is imported here; litellm loads only when ``--llm`` is given.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -114,35 +115,40 @@ def parse_refs(text: str) -> tuple[tuple[int, int], ...]:
     return tuple((k, k) for k in counts)
 
 
-def open_refiner(
-    model: str,
-    *,
-    base_url: str | None,
-    samples: int,
-    temperature: float,
-    refs: str,
-    concurrency: int,
-    timeout: float,
-    retries: int,
-    no_cache: bool,
-    yes: bool,
-) -> Refiner:
-    """Validate the settings, load litellm, and say once if photos leave the machine."""
-    from ..llm import LLMSettings, Refiner, privacy_notice
+@dataclass(frozen=True)
+class LLMOptions:
+    """The ``--llm*`` options: take them with ``@bundled("llm_options", LLMOptions)``."""
 
-    settings = LLMSettings(
-        model=model,
-        base_url=base_url,
-        references=parse_refs(refs),
-        samples=samples,
-        temperature=temperature,
-        concurrency=concurrency,
-        timeout=timeout,
-        retries=retries,
-        cache=not no_cache,
-    )
-    refiner = Refiner(settings)
-    notice = None if yes else privacy_notice(model, base_url)
-    if notice:
-        _note(notice)
-    return refiner
+    llm: LLMOpt = None
+    llm_base_url: LLMBaseUrlOpt = None
+    llm_samples: LLMSamplesOpt = 2
+    llm_temperature: LLMTemperatureOpt = 1.0
+    llm_refs: LLMRefsOpt = DEFAULT_REFS
+    llm_concurrency: LLMConcurrencyOpt = 4
+    llm_timeout: LLMTimeoutOpt = 60.0
+    llm_retries: LLMRetriesOpt = 3
+    no_cache: NoCacheOpt = False
+
+    def open(self, *, yes: bool = False) -> Refiner | None:
+        """The Refiner when ``--llm`` was given, else None: settings validated, litellm
+        loaded, and a notice once if photos leave the machine."""
+        if not self.llm:
+            return None
+        from ..llm import LLMSettings, Refiner, privacy_notice
+
+        settings = LLMSettings(
+            model=self.llm,
+            base_url=self.llm_base_url,
+            references=parse_refs(self.llm_refs),
+            samples=self.llm_samples,
+            temperature=self.llm_temperature,
+            concurrency=self.llm_concurrency,
+            timeout=self.llm_timeout,
+            retries=self.llm_retries,
+            cache=not self.no_cache,
+        )
+        refiner = Refiner(settings)
+        notice = None if yes else privacy_notice(self.llm, self.llm_base_url)
+        if notice:
+            _note(notice)
+        return refiner

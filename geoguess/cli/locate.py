@@ -8,46 +8,26 @@ from typing import Annotated, Any
 
 import typer
 
+from .bundles import bundled
 from .common import (
     EXIT_OK,
     EXIT_SOME_FAILED,
-    BeamOpt,
-    DeviceOpt,
-    ExactDecodeOpt,
-    GalleryOpt,
     JsonOpt,
     MapOpt,
-    ModelOpt,
-    PrecisionOpt,
-    RawCandidatesOpt,
-    SearchOpt,
+    ModelOptions,
     TilesOpt,
     TopKOpt,
-    VerboseOpt,
     _err,
     _errors,
     _note,
     app,
-    check_options,
-    open_geolocator,
 )
-from .llm_options import (
-    DEFAULT_REFS,
-    LLMBaseUrlOpt,
-    LLMConcurrencyOpt,
-    LLMOpt,
-    LLMRefsOpt,
-    LLMRetriesOpt,
-    LLMSamplesOpt,
-    LLMTemperatureOpt,
-    LLMTimeoutOpt,
-    NoCacheOpt,
-    YesOpt,
-    open_refiner,
-)
+from .llm_options import LLMOptions, YesOpt
 
 
 @app.command("locate")
+@bundled("llm_options", LLMOptions)
+@bundled("model_options", ModelOptions)
 def locate_cmd(
     photos: Annotated[list[str], typer.Argument(help="Photo files; '-' reads one from stdin.")],
     top_k: TopKOpt = 5,
@@ -62,24 +42,8 @@ def locate_cmd(
             show_default=False,
         ),
     ] = None,
-    model: ModelOpt = None,
-    precision: PrecisionOpt = None,
-    device: DeviceOpt = "auto",
-    gallery: GalleryOpt = None,
-    search: SearchOpt = "auto",
-    beam: BeamOpt = None,
-    exact_decode: ExactDecodeOpt = False,
-    raw_candidates: RawCandidatesOpt = False,
-    verbose: VerboseOpt = False,
-    llm: LLMOpt = None,
-    llm_base_url: LLMBaseUrlOpt = None,
-    llm_samples: LLMSamplesOpt = 2,
-    llm_temperature: LLMTemperatureOpt = 1.0,
-    llm_refs: LLMRefsOpt = DEFAULT_REFS,
-    llm_concurrency: LLMConcurrencyOpt = 4,
-    llm_timeout: LLMTimeoutOpt = 60.0,
-    llm_retries: LLMRetriesOpt = 3,
-    no_cache: NoCacheOpt = False,
+    model_options: ModelOptions = ModelOptions(),
+    llm_options: LLMOptions = LLMOptions(),
     yes: YesOpt = False,
     map_file: MapOpt = None,
     tiles: TilesOpt = False,
@@ -104,7 +68,8 @@ def locate_cmd(
 
     from ..errors import UsageError
     from ..images import read_stream
-    from ..locate import locate_many
+    from ..locate import locate_batches
+    from ..model import model_record
     from ..output import print_json, show_refinement, show_result, stdout_console
 
     with _errors(), contextlib.ExitStack() as stack:
@@ -113,7 +78,7 @@ def locate_cmd(
             raise UsageError(f"unknown format {fmt!r} (choose table, json or geojson)")
         json_out = fmt == "json"
         features: list[dict[str, Any]] = []
-        check_options(precision, device)
+        model_options.check()
         if map_file is not None:
             from ..maps import map_format
 
@@ -129,32 +94,9 @@ def locate_cmd(
             for p in missing:
                 _err(f"{p}: no such file")
             raise typer.Exit(EXIT_SOME_FAILED)
-        geo = open_geolocator(
-            model,
-            precision,
-            device,
-            gallery,
-            verbose,
-            search,
-            beam,
-            exact_decode,
-            yes=yes,
-            raw_candidates=raw_candidates,
-        )
-        refiner = None
-        if llm:
-            refiner = open_refiner(
-                llm,
-                base_url=llm_base_url,
-                samples=llm_samples,
-                temperature=llm_temperature,
-                refs=llm_refs,
-                concurrency=llm_concurrency,
-                timeout=llm_timeout,
-                retries=llm_retries,
-                no_cache=no_cache,
-                yes=yes,
-            )
+        geo = model_options.open(yes=yes)
+        refiner = llm_options.open(yes=yes)
+        if refiner is not None:
             stack.enter_context(refiner)
         sources: list[Any] = []
         for p in photos:
@@ -163,10 +105,7 @@ def locate_cmd(
         failed = 0
         mapped: list[Any] = []
         console = stdout_console()
-        # Batches bound memory for long argument lists while keeping the encoder busy.
-        for start in range(0, len(sources), 16):
-            batch, batch_names = sources[start : start + 16], names[start : start + 16]
-            results = locate_many(geo, batch, top_k=top_k, names=batch_names)
+        for batch, results in locate_batches(geo, sources, top_k=top_k, names=names):
             if refiner is not None:
                 results = refiner.refine_results(geo, results, batch)
             for res in results:
@@ -181,11 +120,7 @@ def locate_cmd(
                     features.extend(photo_features(res.to_dict()))
                 elif json_out:
                     rec = res.to_dict()
-                    rec["model"] = {
-                        "name": geo.model.name,
-                        "precision": geo.precision,
-                        "random_weights": geo.random_weights,
-                    }
+                    rec["model"] = model_record(geo)
                     print_json(rec)
                 elif not res.error:
                     show_result(res, console)

@@ -239,9 +239,7 @@ def models_info(
             + ("  (RANDOM WEIGHTS)" if info["random_weights"] else ""),
             f"precisions   {', '.join(info['precisions'])}",
             "galleries    "
-            + ", ".join(
-                f"{g} ({e.get('size', '?'):,} points)" for g, e in m.manifest.galleries.items()
-            ),
+            + ", ".join(f"{g} ({e.size:,} points)" for g, e in m.manifest.galleries.items()),
             f"size         {info['size_bytes'] / 1e6:,.1f} MB"
             + (f" (+ {_mb(info['cache_bytes'])} derived cache)" if info["cache_bytes"] else ""),
             f"provider     {info['provider']} "
