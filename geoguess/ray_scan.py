@@ -28,24 +28,26 @@ when called.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import pickle
-import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
-from pathlib import Path
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from .errors import GeoguessError, SetupError, UsageError, one_line
 from .reporting import Reporter
-from .scan import ScanSummary, _done_key, _is_done, list_images
+from .scan import ScanSummary
+from .scan import scan_folder as _scan_folder
 
 if TYPE_CHECKING:
     import numpy as np
     import ray.data
 
+    from .llm import LLMSettings, Refiner
     from .locate import LocateResult
 
 __all__ = [
@@ -53,6 +55,7 @@ __all__ = [
     "RayScan",
     "WorkerOptions",
     "driver_env",
+    "llm_env",
     "locate_dataset",
     "ray_module",
     "result_of",
@@ -83,6 +86,10 @@ MAX_BLOCKS = 10_000
 #: driver when set there.
 PASSED_ENV = ("GEOGUESS_HOME", "GEOGUESS_CACHE_DIR", "GEOGUESS_MODEL")
 
+#: With --llm, the driver's variables that litellm reads for the provider (keys, base
+#: URLs, API versions) go to the workers too: a cluster's nodes need not have them set.
+LLM_ENV_SUFFIXES = ("_API_KEY", "_API_BASE", "_BASE_URL", "_API_VERSION")
+
 
 def ray_module() -> Any:
     """``ray`` with Ray Data, or SetupError with the install command (exit 2)."""
@@ -105,7 +112,10 @@ class WorkerOptions:
     :class:`~geoguess.geolocator.Geolocator`'s. ``gpus_per_worker`` > 0 puts workers on
     GPUs (CUDA provider; precision defaults to fp16 there, the encoder batch to 64);
     otherwise each worker reserves ``threads`` CPUs and runs ONNX Runtime with that
-    many threads, so that workers x threads never exceed a node's cores."""
+    many threads, so that workers x threads never exceed a node's cores. ``llm``: each
+    worker also refines its photos with a language model (a Refiner of these settings,
+    opened once per worker). ``env`` is set in each worker before anything runs; it may
+    hold API keys, so it is left out of the repr."""
 
     model: str | None = None
     precision: str | None = None
@@ -116,7 +126,8 @@ class WorkerOptions:
     merge_duplicates: bool = True
     gpus_per_worker: float = 0.0
     threads: int | None = None
-    env: tuple[tuple[str, str], ...] = ()
+    env: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    llm: LLMSettings | None = None
 
     @property
     def device(self) -> str:
@@ -142,6 +153,20 @@ class WorkerOptions:
 def driver_env() -> tuple[tuple[str, str], ...]:
     """The driver's GEOGUESS_HOME, GEOGUESS_CACHE_DIR and GEOGUESS_MODEL, where set."""
     return tuple((k, os.environ[k]) for k in PASSED_ENV if os.environ.get(k))
+
+
+def llm_env(model: str) -> tuple[tuple[str, str], ...]:
+    """The driver's variables litellm may read for ``model``: every ``*_API_KEY``,
+    ``*_API_BASE``, ``*_BASE_URL`` and ``*_API_VERSION``, and every one named after the
+    model's provider (``OPENAI_...``, ``ANTHROPIC_...``, ``OLLAMA_...``)."""
+    from .llm.privacy import provider_of
+
+    prefix = provider_of(model).upper().split("_")[0] + "_"
+    return tuple(
+        (k, v)
+        for k, v in sorted(os.environ.items())
+        if v and (k.startswith(prefix) or k.endswith(LLM_ENV_SUFFIXES))
+    )
 
 
 def _apply_env(env: Iterable[tuple[str, str]]) -> None:
@@ -176,7 +201,9 @@ def _describe(options: WorkerOptions) -> dict[str, Any]:
 
 
 class _Locator:
-    """The actor: one Geolocator, opened and checked once, locating batches of paths."""
+    """The actor: one Geolocator, opened and checked once, locating batches of paths
+    (a ``path`` column) or of image bytes (a ``bytes`` column, named by ``path`` or
+    ``name`` when there is one)."""
 
     def __init__(
         self,
@@ -199,19 +226,108 @@ class _Locator:
         self.batch_size = batch_size
         self.decoders = decoders
         self.with_results = with_results
+        self._pool: ThreadPoolExecutor | None = None
+        self.refiner: Refiner | None = None
+        if options.llm is not None:
+            from .llm import Refiner
+
+            # Its answer cache is this worker's GEOGUESS_HOME/cache/llm.
+            self.refiner = Refiner(options.llm)
+
+    def __del__(self) -> None:
+        # Ray ends an actor when its dataset is done; let the request threads go first.
+        refiner = getattr(self, "refiner", None)
+        if refiner is not None:
+            refiner.close()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
         from .scan import locate_files
 
-        paths = [str(p) for p in batch["path"]]
-        results = locate_files(
-            self.geo,
-            paths,
-            top_k=self.top_k,
-            batch_size=self.batch_size,
-            workers=self.decoders,
-        )
-        return result_rows(list(results), self.settings, with_results=self.with_results)
+        sources: list[Any] | None = None
+        if BYTES_COLUMN in batch:
+            results = self._locate_bytes(batch)
+            sources = [bytes(b) for b in batch[BYTES_COLUMN]]  # no path to read again
+        else:
+            results = list(
+                locate_files(
+                    self.geo,
+                    [str(p) for p in batch["path"]],
+                    top_k=self.top_k,
+                    batch_size=self.batch_size,
+                    workers=self.decoders,
+                )
+            )
+        if self.refiner is not None:
+            # Here, not on the driver: refinement needs the model and the photo.
+            results = list(self.refiner.refine_results(self.geo, results, sources))
+        return result_rows(results, self.settings, with_results=self.with_results)
+
+    def _locate_bytes(self, batch: dict[str, np.ndarray]) -> list[LocateResult]:
+        """locate_files for photos held as bytes: decoded in threads, encoded and
+        searched a batch at a time (searches padded to one shape, as locate_files
+        does, so a photo's row does not depend on its batch-mates)."""
+        import numpy as np
+
+        from .locate import LocateResult, finish
+        from .scan import _search_padded, default_workers
+
+        blobs = [bytes(b) for b in batch[BYTES_COLUMN]]
+        names = _names(batch, blobs)
+        if self._pool is None:
+            workers = self.decoders or default_workers()
+            self._pool = ThreadPoolExecutor(workers, thread_name_prefix="geoguess-decode")
+        geo, rows = self.geo, self.batch_size or self.geo.default_batch_size
+        decoded = self._pool.map(_prepare_bytes, [geo] * len(blobs), blobs, names)
+        results: list[LocateResult] = []
+        while chunk := list(itertools.islice(decoded, rows)):
+            ok = [i for i, p in enumerate(chunk) if p.pixels is not None]
+            embeddings: dict[int, np.ndarray] = {}
+            found: dict[int, Any] = {}
+            if ok:
+                emb = geo.embed_pixels(np.stack([chunk[i].pixels for i in ok]))
+                embeddings = {i: emb[j] for j, i in enumerate(ok)}
+                searched = _search_padded(geo, list(emb), self.top_k, rows)
+                found = {i: searched[j] for j, i in enumerate(ok)}
+            for i, prepared in enumerate(chunk):
+                prepared = replace(prepared, pixels=None)
+                try:
+                    results.append(
+                        finish(
+                            geo, prepared, embeddings.get(i), top_k=self.top_k, found=found.get(i)
+                        )
+                    )
+                except Exception as exc:  # one odd photo must not fail the batch
+                    error = f"unexpected error: {type(exc).__name__}: {exc}"
+                    results.append(
+                        LocateResult(prepared.name, metadata=prepared.metadata, error=error)
+                    )
+        return results
+
+
+#: The column of image bytes in a dataset of photos (as ``ray.data.read_binary_files``
+#: makes it), and the columns that name them, in order of preference.
+BYTES_COLUMN = "bytes"
+NAME_COLUMNS = ("path", "name")
+
+
+def _names(batch: Mapping[str, Any], blobs: Sequence[bytes]) -> list[str]:
+    """Each photo's name: its ``path`` or ``name``, else ``sha256:`` and the first 16
+    hex digits of its bytes (the same photo gets the same name in every run)."""
+    for column in NAME_COLUMNS:
+        if column in batch:
+            return [str(n) for n in batch[column]]
+    import hashlib
+
+    return [f"sha256:{hashlib.sha256(b).hexdigest()[:16]}" for b in blobs]
+
+
+def _prepare_bytes(geo: Any, blob: bytes, name: str) -> Any:
+    from .locate import Prepared, prepare
+
+    try:
+        return prepare(geo, blob, name=name)
+    except Exception as exc:  # as the path scan: one odd file must not end the batch
+        return Prepared(name, None, None, f"unexpected error: {type(exc).__name__}: {exc}")
 
 
 def result_rows(
@@ -266,8 +382,11 @@ def _plan(
     workers: int | None,
     batch_size: int | None,
     decoders: int | None,
+    *,
+    upstream: bool = False,
 ) -> _Plan:
-    """Workers, threads and batches that fit the cluster's resources."""
+    """Workers, threads and batches that fit the cluster's resources; ``upstream``:
+    the photos come from a dataset whose own tasks need CPUs too."""
     resources = ray.cluster_resources()
     cpus = max(1, int(resources.get("CPU", 1)))
     gpus = options.gpus_per_worker
@@ -294,6 +413,11 @@ def _plan(
     # More workers asked for than the cluster has CPUs: each reserves its share, so that
     # all of them start (they then share cores) rather than some waiting for ever.
     reserve = min(float(threads), cpus / workers)
+    if upstream:
+        # A dataset of the caller's (read_binary_files, ...) has read tasks that need a
+        # CPU of their own: actors holding every CPU would leave them, and so the
+        # actors, waiting for ever. The actors still run their ``threads``.
+        reserve = min(reserve, max(0.5, cpus - 1) / workers)
     return _Plan(
         workers,
         threads,
@@ -307,7 +431,15 @@ def _plan(
 
 def _paths_dataset(ray: Any, sources: Any, plan: _Plan) -> ray.data.Dataset:
     if hasattr(sources, "map_batches"):
-        return sources  # a Dataset already, with a "path" column
+        # A Dataset already. Its columns when known without running it (a lazy read
+        # may not know them yet: the actors then find out).
+        columns = sources.columns(fetch_if_missing=False)
+        if columns is not None and BYTES_COLUMN not in columns and "path" not in columns:
+            raise UsageError(
+                f"a dataset of photos needs a 'path' or a '{BYTES_COLUMN}' column; "
+                f"this one has {', '.join(map(repr, columns)) or 'none'}"
+            )
+        return sources
     paths = [os.fspath(s) for s in sources]
     # A block for each Ray batch, and at least one for each worker, so that every worker
     # has work and a dead worker's block, redone whole, stays small.
@@ -327,8 +459,13 @@ def locate_dataset(
     decoders: int | None = None,
     with_results: bool = False,
 ) -> ray.data.Dataset:
-    """A Ray Dataset of result rows for photo paths (or a Ray Dataset with a ``path``
-    column), located by a pool of actors each holding one Geolocator.
+    """A Ray Dataset of result rows for photo paths, located by a pool of actors each
+    holding one Geolocator.
+
+    ``sources``: paths, or a Ray Dataset with a ``path`` column (paths the workers can
+    read) or a ``bytes`` column (the photos' bytes, as ``ray.data.read_binary_files``
+    makes them; each named by its ``path`` or ``name`` column when it has one, else by
+    ``sha256:`` and 16 hex digits of its bytes). The rows are the same either way.
 
     Each row has the CSV columns of ``geoguess scan`` (:data:`~geoguess.scan_output.CSV_COLUMNS`,
     as text, made with ``settings`` as the writer's ``model`` record), ``record``: the
@@ -336,8 +473,10 @@ def locate_dataset(
     :class:`~geoguess.locate.LocateResult` (:func:`result_of`). Bad photos are rows with
     ``error`` set. ``workers``: actors (default: as many as the cluster's CPUs or GPUs
     hold); ``batch_size``: photos per encoder run; ``decoders``: decoding threads per
-    actor. Connects to Ray (``ray.init()``) when it is not yet initialised. The dataset
-    is lazy: nothing runs until it is consumed.
+    actor. ``options.llm`` (LLMSettings) also refines each photo in its actor (the
+    record's ``llm`` and the ``llm_*`` columns; API keys from ``options.env`` or the
+    workers' own environment). Connects to Ray (``ray.init()``) when it is not yet
+    initialised. The dataset is lazy: nothing runs until it is consumed.
     """
     ray = ray_module()
     if top_k < 1:
@@ -347,7 +486,9 @@ def locate_dataset(
     options = options or WorkerOptions(env=driver_env())
     if not ray.is_initialized():
         ray.init()
-    plan = _plan(ray, options, workers, batch_size, decoders)
+    plan = _plan(
+        ray, options, workers, batch_size, decoders, upstream=hasattr(sources, "map_batches")
+    )
     options = replace(options, threads=plan.threads)
     return _paths_dataset(ray, sources, plan).map_batches(
         _Locator,
@@ -432,6 +573,67 @@ class RayScan:
         self.gallery_name = info["gallery"]
         self.random_weights = bool(info["random_weights"])
 
+    def locate_stream(
+        self,
+        sources: Sequence[str | os.PathLike[str]],
+        *,
+        top_k: int = 5,
+        batch_size: int | None = None,
+        workers: int | None = None,
+        refiner: Refiner | None = None,
+    ) -> Iterator[LocateResult]:
+        """Results for these paths from the actor pool, in the order they are done, each
+        path once even when Ray redoes the batch of a worker that died (a redone batch
+        could come back after part of it was seen). ``workers``: decoding threads per
+        actor. ``refiner``: each actor refines its photos with a Refiner of the same
+        settings (``result.llm`` set as by :meth:`~geoguess.llm.Refiner.refine_results`),
+        and the usage of each result handed on is added to ``refiner.usage``; the API
+        key variables (:func:`llm_env`) go to the workers. Ray's own failures (a lost
+        cluster, a worker that cannot start) are SetupError. Closing the generator
+        stops the dataset."""
+        if not sources:
+            return  # no dataset, no actors to start
+        options = self.options
+        if refiner is not None:
+            env = dict(options.env)
+            env.update(llm_env(refiner.settings.model))
+            options = replace(options, llm=refiner.settings, env=tuple(env.items()))
+        ds = locate_dataset(
+            sources,
+            options,
+            top_k=top_k,
+            workers=self.workers,
+            batch_size=batch_size,
+            decoders=workers,
+            with_results=True,
+        )
+        wanted = {os.fspath(f) for f in sources}
+        seen: set[str] = set()
+        rows = iter(ds.iter_rows())
+        try:
+            while True:
+                try:
+                    row = next(rows, None)
+                except GeoguessError:
+                    raise
+                except Exception as exc:  # Ray's own failures (lost cluster, bad worker)
+                    raise SetupError(f"the Ray scan failed: {one_line(exc)}") from None
+                if row is None:
+                    return
+                result = result_of(row)
+                if result.file in seen or result.file not in wanted:
+                    continue  # a batch Ray redid after a worker died: handed on already
+                seen.add(result.file)
+                if refiner is not None and result.llm is not None:
+                    # What the actors spent on the rows handed on (a redone batch's
+                    # requests again are not counted; they were mostly cached).
+                    refiner.usage.add(result.llm.usage)
+                yield result
+        finally:
+            close = getattr(rows, "close", None)
+            if callable(close):
+                close()
+
     def close(self) -> None:
         if self._started:
             self._started = False
@@ -461,82 +663,11 @@ def _quiet_ray_data(ray: Any) -> None:
     context.print_on_execution_start = False
 
 
-def scan_folder(
-    engine: RayScan,
-    root: str | os.PathLike[str],
-    *,
-    recursive: bool = True,
-    glob: str | None = None,
-    top_k: int = 5,
-    batch_size: int | None = None,
-    workers: int | None = None,
-    skip: Collection[str] = (),
-    on_result: Callable[[LocateResult], None] | None = None,
-    reporter: Reporter | None = None,
-    stop: threading.Event | None = None,
-    files: Sequence[Path] | None = None,
-    refiner: Any = None,
-) -> ScanSummary:
-    """:func:`geoguess.scan.scan_folder` on Ray: the same listing, skip, ``on_result``,
-    ``stop`` and summary, with results in the order the workers finish them.
-
-    ``workers`` here are decoding threads per actor (the local scan's meaning); the
-    number of actors is the engine's. Each path is handed to ``on_result`` once, even
-    when Ray redoes a batch of a worker that died. ``refiner`` (LLM refinement) is not
-    available on Ray yet: UsageError.
-    """
-    if refiner is not None:
-        raise UsageError("--llm is not available with --engine ray yet; use --engine local")
-    reporter = reporter or engine.reporter
-    start = time.perf_counter()
-    if files is None:
-        files = list_images(root, recursive=recursive, glob=glob)
-    skip_abs = {_done_key(s) for s in skip}
-    todo = [f for f in files if not _is_done(f, skip, skip_abs)]
-    summary = ScanSummary(found=len(files), skipped=len(files) - len(todo))
-    if not todo:
-        summary.elapsed_s = time.perf_counter() - start
-        return summary
-    ds = locate_dataset(
-        todo,
-        engine.options,
-        top_k=top_k,
-        workers=engine.workers,
-        batch_size=batch_size,
-        decoders=workers,
-        with_results=True,
-    )
-    wanted = {os.fspath(f) for f in todo}
-    seen: set[str] = set()
-    rows = iter(ds.iter_rows())
-    try:
-        with reporter.task("Locating", total=len(todo)) as advance:
-            while True:
-                try:
-                    row = next(rows, None)
-                except GeoguessError:
-                    raise
-                except Exception as exc:  # Ray's own failures (lost cluster, bad worker)
-                    raise SetupError(f"the Ray scan failed: {one_line(exc)}") from None
-                if row is None:
-                    break
-                result = result_of(row)
-                if result.file in seen or result.file not in wanted:
-                    continue  # a batch Ray redid after a worker died: written already
-                seen.add(result.file)
-                if result.error:
-                    summary.failed += 1
-                else:
-                    summary.located += 1
-                if on_result is not None:
-                    on_result(result)
-                advance(1)
-                if stop is not None and stop.is_set():
-                    summary.interrupted = summary.remaining > 0
-                    break
-    finally:
-        close = getattr(rows, "close", None)
-        if callable(close):
-            close()
-        summary.elapsed_s = time.perf_counter() - start
-    return summary
+def scan_folder(engine: RayScan, root: str | os.PathLike[str], **options: Any) -> ScanSummary:
+    """:func:`geoguess.scan.scan_folder` on Ray, with the same options, listing, skip,
+    ``on_result``, ``stop`` and summary; results come in the order the workers finish
+    them (:meth:`RayScan.locate_stream`). ``workers`` here are decoding threads per
+    actor (the local scan's meaning); the number of actors is the engine's. With
+    ``refiner`` (LLM refinement) each actor refines its own photos with the same
+    settings, and ``refiner.usage`` totals what they report."""
+    return _scan_folder(engine, root, **options)

@@ -19,7 +19,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from .errors import UsageError, os_reason
 from .images import SUPPORTED_SUFFIXES
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from .search import SearchResult
 
 __all__ = [
+    "ScanEngine",
     "ScanSummary",
     "check_folder",
     "default_workers",
@@ -86,6 +87,26 @@ class ScanSummary:
             "files_per_s": round(self.files_per_s, 2),
             "interrupted": self.interrupted,
         }
+
+
+@runtime_checkable
+class ScanEngine(Protocol):
+    """What locates a scan's photos somewhere other than this process
+    (:class:`geoguess.ray_scan.RayScan`), for :func:`scan_folder` in place of a model."""
+
+    def locate_stream(
+        self,
+        sources: Sequence[Path],
+        *,
+        top_k: int,
+        batch_size: int | None,
+        workers: int | None,
+        refiner: Refiner | None = None,
+    ) -> Iterator[LocateResult]:
+        """One result per source, in any order; closing it stops the work. With
+        ``refiner``, each result is refined too (``result.llm``, where the engine
+        works) and its usage added to ``refiner.usage``."""
+        ...
 
 
 # --- listing -------------------------------------------------------------------------
@@ -325,7 +346,7 @@ def locate_files(
 
 
 def scan_folder(
-    geo: GeoModel,
+    geo: GeoModel | ScanEngine,
     root: str | os.PathLike[str],
     *,
     recursive: bool = True,
@@ -350,6 +371,8 @@ def scan_folder(
     ``refiner`` (a :class:`geoguess.llm.Refiner`) also refines each located photo with
     a language model, several at once, setting ``LocateResult.llm``; LLM failures end
     in a fallback recorded there, never in an exception.
+    ``geo`` may also be a :class:`ScanEngine` (results then come in the order it
+    finishes them; it refines them with ``refiner``'s settings where it locates them).
     Raises UsageError when ``root`` is not a folder.
     """
     reporter = reporter or Reporter()
@@ -359,9 +382,15 @@ def scan_folder(
     skip_abs = {_done_key(s) for s in skip}
     todo = [f for f in files if not _is_done(f, skip, skip_abs)]
     summary = ScanSummary(found=len(files), skipped=len(files) - len(todo))
-    results = locate_files(geo, todo, top_k=top_k, batch_size=batch_size, workers=workers)
-    if refiner is not None:
-        results = refiner.refine_results(geo, results)  # in order; closes locate_files
+    results: Iterator[LocateResult]
+    if isinstance(geo, ScanEngine):
+        results = geo.locate_stream(
+            todo, top_k=top_k, batch_size=batch_size, workers=workers, refiner=refiner
+        )
+    else:
+        results = locate_files(geo, todo, top_k=top_k, batch_size=batch_size, workers=workers)
+        if refiner is not None:
+            results = refiner.refine_results(geo, results)  # in order; closes locate_files
     try:
         with reporter.task("Locating", total=len(todo)) as advance:
             for result in results:

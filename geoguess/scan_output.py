@@ -16,7 +16,7 @@ import io
 import json
 import os
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -140,6 +140,24 @@ def _made_with(model: Mapping[str, Any] | None) -> str:
         for x in (f"{model.get('name', '')}/{model.get('precision', '')}", settings_label(model))
         if x
     )
+
+
+def check_made_alike(
+    path: str | os.PathLike[str], made: Collection[str], model: Mapping[str, Any] | None
+) -> None:
+    """UsageError when an output's rows were ``made`` (:func:`_made_with` labels) other
+    than this run's ``model`` would make them: a resumed output (a file, or a folder of
+    shards in :mod:`geoguess.scan_shards`) never mixes rows made differently."""
+    if model is None or not made:
+        return
+    wanted = _made_with(model)
+    other = sorted(m for m in made if m != wanted)
+    if other:
+        raise UsageError(
+            f"{path}: its rows were made with {other[0]!r}, this run would make "
+            f"them with {wanted!r}; run with the same options to resume, or choose "
+            "another --output, or --overwrite to start afresh"
+        )
 
 
 def _one_line(text: str) -> str:
@@ -304,16 +322,8 @@ class ScanWriter:
             self._made.add(made)
 
     def _check_made_alike(self) -> None:
-        if self.path is None or self.model is None or not self._made:
-            return
-        wanted = _made_with(self.model)
-        other = sorted(m for m in self._made if m != wanted)
-        if other:
-            raise UsageError(
-                f"{self.path}: its rows were made with {other[0]!r}, this run would make "
-                f"them with {wanted!r}; run with the same options to resume, or choose "
-                "another --output, or --overwrite to start afresh"
-            )
+        if self.path is not None:
+            check_made_alike(self.path, self._made, self.model)
 
     def _drop_failed(self, fd: int, data: bytes) -> tuple[int, bytes, int]:
         """Rewrite the file without its error rows, in one step; the new fd and data."""

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import json
-import logging
 import math
 import os
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,10 @@ from typer.testing import CliRunner
 
 ray = pytest.importorskip("ray")
 
+import ray_helpers  # noqa: E402
+
 from geoguess.cli import app  # noqa: E402
+from geoguess.errors import UsageError  # noqa: E402
 from geoguess.ray_scan import (  # noqa: E402
     INSTALL_HINT,
     RayScan,
@@ -43,28 +47,14 @@ ACTOR_TITLE = b"MapWorker(MapBatches(_Locator))"
 
 
 @pytest.fixture(scope="module", autouse=True)
-def local_ray() -> Any:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
-    yield
-    ray.shutdown()
+def local_ray() -> Iterator[None]:
+    yield from ray_helpers.local_ray(ray)
 
 
 @pytest.fixture(scope="module")
 def many(tmp_path_factory: pytest.TempPathFactory, photos_dir: Path) -> Path:
     """The real photos, COPIES hard links to each in subfolders, and broken files."""
-    root = tmp_path_factory.mktemp("many")
-    (root / "orig").mkdir()
-    for photo in sorted(photos_dir.iterdir()):
-        if photo.name != "MANIFEST.csv":
-            (root / "orig" / photo.name).write_bytes(photo.read_bytes())
-    for i in range(COPIES):
-        sub = root / f"copy{i:02d}"
-        sub.mkdir()
-        for photo in (root / "orig").iterdir():
-            os.link(photo, sub / photo.name)
-    (root / "text.jpg").write_text("this is not a photo\n")
-    (root / "empty.png").write_bytes(b"")
-    return root
+    return ray_helpers.photo_copies(tmp_path_factory.mktemp("many"), photos_dir, COPIES)
 
 
 def _scan(*args: str) -> Any:
@@ -243,6 +233,34 @@ def test_locate_dataset_rows_for_python_pipelines(tiny_home: Path, many: Path) -
             assert not row["error"] and len(record["predictions"]) == 3
             assert row["model"].startswith("tiny/fp32")
 
+    # The same photos as bytes, as read_binary_files gives them: the same rows.
+    def from_bytes(dataset: Any) -> dict[str, dict[str, Any]]:
+        located = locate_dataset(
+            dataset,
+            WorkerOptions(precision="fp32", env=driver_env()),
+            settings=settings,
+            top_k=3,
+            workers=1,
+            batch_size=4,  # not the path run's batch: rows do not depend on batch-mates
+        )
+        return {row["path"]: row for row in located.iter_rows()}
+
+    by_bytes = from_bytes(ray.data.read_binary_files(photos, include_paths=True))
+    assert sorted(by_bytes) == photos
+    for path, row in by_bytes.items():
+        assert "result" not in row
+        _same(json.loads(row["record"]), json.loads(rows[path]["record"]), path)
+        assert {c: row[c] for c in CSV_COLUMNS} == {c: rows[path][c] for c in CSV_COLUMNS}
+    # Bytes without names: named by their sha256, the same in every run.
+    blobs = [Path(p).read_bytes() for p in photos[:3]]
+    unnamed = from_bytes(ray.data.from_items([{"bytes": b} for b in blobs]))
+    names = {f"sha256:{hashlib.sha256(b).hexdigest()[:16]}": p for b, p in zip(blobs, photos)}
+    assert set(unnamed) == set(names)
+    for name, row in unnamed.items():
+        assert row["lat"] == rows[names[name]]["lat"] and row["error"] == rows[names[name]]["error"]
+    with pytest.raises(UsageError, match="'path' or a 'bytes' column"):
+        locate_dataset(ray.data.from_items([{"file": photos[0]}]), workers=1)
+
 
 def test_ray_options_need_the_ray_engine_and_a_missing_extra_says_how_to_install(
     tiny_home: Path, many: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -252,8 +270,6 @@ def test_ray_options_need_the_ray_engine_and_a_missing_extra_says_how_to_install
     assert res.exit_code == 2 and "go with --engine ray" in res.output
     res = _scan(str(many), "-o", out, "--engine", "spark")
     assert res.exit_code == 2 and "unknown engine" in res.output
-    res = _scan(str(many), "-o", out, "--engine", "ray", "--llm", "gpt-4o")
-    assert res.exit_code == 2 and "--llm" in res.output
     # Ray not installed: one line with the install command, exit 2, nothing written.
     monkeypatch.setitem(sys.modules, "ray", None)
     res = _scan(str(many), "-o", out, "--engine", "ray")

@@ -14,45 +14,24 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from .bundles import bundled
 from .common import (
     EXIT_OK,
     EXIT_SOME_FAILED,
     BatchSizeOpt,
-    BeamOpt,
-    DeviceOpt,
-    ExactDecodeOpt,
-    GalleryOpt,
     MapOpt,
-    ModelOpt,
-    PrecisionOpt,
+    ModelOptions,
     QuietOpt,
-    RawCandidatesOpt,
     RichReporter,
-    SearchOpt,
     TilesOpt,
     TopKOpt,
-    VerboseOpt,
     WorkersOpt,
     _err,
     _errors,
     _note,
     app,
-    open_geolocator,
 )
-from .llm_options import (
-    DEFAULT_REFS,
-    LLMBaseUrlOpt,
-    LLMConcurrencyOpt,
-    LLMOpt,
-    LLMRefsOpt,
-    LLMRetriesOpt,
-    LLMSamplesOpt,
-    LLMTemperatureOpt,
-    LLMTimeoutOpt,
-    NoCacheOpt,
-    YesOpt,
-    open_refiner,
-)
+from .llm_options import LLMOptions, YesOpt
 
 if TYPE_CHECKING:
     from ..scan import ScanSummary
@@ -104,6 +83,8 @@ def _summary_line(summary: ScanSummary, failed_before: int = 0, retried: int = 0
 
 
 @app.command("scan")
+@bundled("llm_options", LLMOptions)
+@bundled("model_options", ModelOptions)
 def scan_cmd(
     folder: Annotated[Path, typer.Argument(help="Folder of photos.", show_default=False)],
     output: Annotated[
@@ -111,7 +92,8 @@ def scan_cmd(
         typer.Option(
             "--output",
             "-o",
-            help="File to write (resumed if it exists); '-' or omitted: stdout.",
+            help="File to write (resumed if it exists); '-' or omitted: stdout; a folder "
+            "(ending in '/', or existing): shards part-NNNNN.csv/.jsonl/.parquet.",
             show_default=False,
         ),
     ] = None,
@@ -121,7 +103,7 @@ def scan_cmd(
             "--format",
             "-f",
             help="csv, jsonl or geojson \\[default: from the suffix: .jsonl/.ndjson/.json, "
-            ".geojson; else csv].",
+            ".geojson; else csv]; shards: csv, jsonl or parquet.",
             show_default=False,
         ),
     ] = None,
@@ -148,25 +130,18 @@ def scan_cmd(
             "--retry-failed", help="When resuming, locate again the photos whose row is an error."
         ),
     ] = False,
+    shard_size: Annotated[
+        int | None,
+        typer.Option(
+            "--shard-size",
+            min=1,
+            help="With a folder -o: rows per shard \\[default: 10000].",
+            show_default=False,
+        ),
+    ] = None,
     quiet: QuietOpt = False,
-    model: ModelOpt = None,
-    precision: PrecisionOpt = None,
-    device: DeviceOpt = "auto",
-    gallery: GalleryOpt = None,
-    search: SearchOpt = "auto",
-    beam: BeamOpt = None,
-    exact_decode: ExactDecodeOpt = False,
-    raw_candidates: RawCandidatesOpt = False,
-    verbose: VerboseOpt = False,
-    llm: LLMOpt = None,
-    llm_base_url: LLMBaseUrlOpt = None,
-    llm_samples: LLMSamplesOpt = 2,
-    llm_temperature: LLMTemperatureOpt = 1.0,
-    llm_refs: LLMRefsOpt = DEFAULT_REFS,
-    llm_concurrency: LLMConcurrencyOpt = 4,
-    llm_timeout: LLMTimeoutOpt = 60.0,
-    llm_retries: LLMRetriesOpt = 3,
-    no_cache: NoCacheOpt = False,
+    model_options: ModelOptions = ModelOptions(),
+    llm_options: LLMOptions = LLMOptions(),
     yes: YesOpt = False,
     xmp: Annotated[
         bool,
@@ -256,83 +231,70 @@ def scan_cmd(
 
       geoguess scan trip/ -o trip.csv --map trip.html
     """
+    from ..errors import UsageError
+    from ..model import model_record
     from ..output import stderr_console
     from ..reporting import Reporter
     from ..results_reader import read_results
     from ..scan import check_folder, list_images, scan_folder
     from ..scan_output import open_writer, output_format
+    from ..scan_shards import DEFAULT_SHARD_SIZE, ShardWriter, is_shard_folder
     from ..xmp import XmpError, sidecar_extra, sidecar_summary, write_result_sidecar
 
     with _errors():
         to_stdout = output is None or output == "-"
-        out_format = output_format(None if to_stdout else output, fmt)
+        to_folder = is_shard_folder(output)
+        if to_folder and map_file is not None:
+            raise UsageError("--map needs a single output file, not a folder of shards")
+        if shard_size is not None and not to_folder:
+            raise UsageError("--shard-size goes with a folder -o (one ending in '/')")
+        # Shards check their own format (parquet too) when the writer opens.
+        out_format = fmt if to_folder else output_format(None if to_stdout else output, fmt)
         check_folder(folder)  # before the model loads, so a typo costs nothing
         sidecars = _sidecar_options(xmp, xmp_all, xmp_style, xmp_overwrite)
         if map_file is not None:
             from ..maps import map_format
 
             map_format(map_file)
+        model_options.check()
+        # Before Ray starts: the --llm checks and notice are the local scan's.
+        refiner = llm_options.open(yes=yes)
         ray_engine = _ray_engine(
             engine,
-            llm,
-            device,
+            model_options,
             ray_address=ray_address,
             ray_workers=ray_workers,
             gpus_per_worker=gpus_per_worker,
-            model=model,
-            precision=precision,
-            gallery=gallery,
-            search=search,
-            beam=beam,
-            exact_decode=exact_decode,
-            raw_candidates=raw_candidates,
             quiet=quiet,
         )
-        geo = ray_engine or open_geolocator(
-            model,
-            precision,
-            device,
-            gallery,
-            verbose,
-            search,
-            beam,
-            exact_decode,
-            yes=yes,
-            raw_candidates=raw_candidates,
-        )
-        refiner = None
-        if llm:
-            refiner = open_refiner(
-                llm,
-                base_url=llm_base_url,
-                samples=llm_samples,
-                temperature=llm_temperature,
-                refs=llm_refs,
-                concurrency=llm_concurrency,
-                timeout=llm_timeout,
-                retries=llm_retries,
-                no_cache=no_cache,
-                yes=yes,
-            )
+        geo = ray_engine or model_options.open(yes=yes)
         model_info = {
-            "name": geo.model.name,
-            "precision": geo.precision,
-            "random_weights": geo.random_weights,
+            **model_record(geo),
             # What else makes rows differ: a resumed output refuses rows made otherwise.
-            "gallery": geo.gallery_name,
             "top_k": top_k,
-            "search": search,
-            "beam": beam,
-            "llm": llm,
-            "candidates": "raw" if raw_candidates else "merged",
+            "search": model_options.search,
+            "beam": model_options.beam,
+            "llm": llm_options.llm,
+            "candidates": "raw" if model_options.raw_candidates else "merged",
         }
-        writer = open_writer(
-            None if to_stdout else output,
-            out_format,
-            model=model_info,
-            overwrite=overwrite,
-            retry_failed=retry_failed,
-        )
+        writer: Any
+        if to_folder:
+            writer = ShardWriter(
+                output,
+                out_format,
+                model=model_info,
+                shard_size=shard_size or DEFAULT_SHARD_SIZE,
+                overwrite=overwrite,
+                retry_failed=retry_failed,
+            )
+        else:
+            writer = open_writer(
+                None if to_stdout else output,
+                out_format,
+                model=model_info,
+                overwrite=overwrite,
+                retry_failed=retry_failed,
+            )
         with writer, refiner or contextlib.nullcontext(), ray_engine or contextlib.nullcontext():
             if writer.dropped_partial:
                 _note(
@@ -404,6 +366,9 @@ def scan_cmd(
         _note(where + ("" if recursive else " (subfolders not searched)"))
     failed_before = len(writer.failed)
     stderr_console().print(_summary_line(summary, failed_before, writer.retried), markup=False)
+    if to_folder:
+        n = writer.shards_written
+        _note(f"{output}: {n} new shard{'' if n == 1 else 's'}")
     if sidecars is not None:
         stderr_console().print(sidecar_summary(xmp_counts), markup=False)
     if map_file is not None:
@@ -431,7 +396,7 @@ def scan_cmd(
     raise typer.Exit(EXIT_SOME_FAILED if some_failed else EXIT_OK)
 
 
-def _ray_engine(engine: str, llm: str | None, device: str, **options: Any) -> Any:
+def _ray_engine(engine: str, model_options: ModelOptions, **options: Any) -> Any:
     """A RayScan for --engine ray (Ray started, the workers' model set found), else None."""
     from ..errors import UsageError
 
@@ -444,24 +409,17 @@ def _ray_engine(engine: str, llm: str | None, device: str, **options: Any) -> An
         return None
     if engine != "ray":
         raise UsageError(f"unknown engine {engine!r} (choose local or ray)")
-    if llm:
-        raise UsageError("--llm is not available with --engine ray yet; use --engine local")
     gpus = options["gpus_per_worker"]
+    device = model_options.device
     if (device == "cuda" and not gpus) or (device == "cpu" and gpus):
         raise UsageError("with --engine ray, --gpus-per-worker chooses the device (--device auto)")
     from ..ray_scan import RayScan, WorkerOptions, driver_env
     from ..reporting import Reporter
 
+    load = model_options.loader_kwargs()
+    del load["device"]  # the workers' device follows --gpus-per-worker
     worker = WorkerOptions(
-        model=options["model"],
-        precision=options["precision"],
-        gallery=options["gallery"],
-        search=options["search"],
-        beam=options["beam"],
-        exact_decode=options["exact_decode"],
-        merge_duplicates=not options["raw_candidates"],
-        gpus_per_worker=gpus,
-        env=driver_env(),
+        model=model_options.model, gpus_per_worker=gpus, env=driver_env(), **load
     )
 
     # Ray's start-up messages as notes on stderr.
