@@ -14,7 +14,6 @@ folder and renamed into place, and the manifest is replaced in one step.
 from __future__ import annotations
 
 import csv
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +24,7 @@ from . import atomic
 from .areas import AREAS_FILE, assign_areas, save_areas
 from .errors import InputError, UsageError
 from .manifest import (
+    GALLERY_DIR,
     GalleryEntry,
     TreeEntry,
     describe_files,
@@ -35,26 +35,20 @@ from .manifest import (
     write_manifest,
 )
 from .reporting import Reporter
-from .store import InstalledModel, get_model, remember_verified
+from .store import InstalledModel, check_name, get_model, remember_verified
 from .tree import TreeConfig, auto_levels
 from .tree_build import build_tree
 
 if TYPE_CHECKING:
     from .encoders import LocationEncoder
 
-GALLERY_DIR = "galleries"
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _LAT_NAMES = ("LAT", "LATITUDE")
 _LON_NAMES = ("LON", "LNG", "LONG", "LONGITUDE")
 _EMBED_BATCH = 8192
 
 
 def check_gallery_name(name: str) -> str:
-    if not _NAME_RE.match(name):
-        raise UsageError(
-            f"invalid gallery name {name!r}: use letters, digits, '.', '_' or '-' (max 64)"
-        )
-    return name
+    return check_name(name, "gallery")
 
 
 def tree_config(

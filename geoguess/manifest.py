@@ -23,6 +23,8 @@ from .errors import ModelIntegrityError, SetupError, UsageError
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
+#: The folder of a model set that holds its galleries, one subfolder each.
+GALLERY_DIR = "galleries"
 #: The field holding the sha256 of the rest of the manifest (see :func:`content_sha256`).
 CHECKSUM_FIELD = "manifest_sha256"
 

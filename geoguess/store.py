@@ -92,10 +92,11 @@ def default_model_name() -> str:
     return os.environ.get("GEOGUESS_MODEL") or DEFAULT_MODEL
 
 
-def check_name(name: str) -> str:
+def check_name(name: str, what: str = "model") -> str:
+    """``name`` when it can name a model set or a gallery (a folder on every system)."""
     if not _NAME_RE.match(name):
         raise UsageError(
-            f"invalid model name {name!r}: use letters, digits, '.', '_' or '-' (max 64)"
+            f"invalid {what} name {name!r}: use letters, digits, '.', '_' or '-' (max 64)"
         )
     return name
 

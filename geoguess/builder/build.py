@@ -28,6 +28,7 @@ from ..encoders import ImageEncoder, LocationEncoder, l2_normalize
 from ..errors import ExportError, SetupError, UsageError
 from ..manifest import (
     FORMAT_VERSION,
+    GALLERY_DIR,
     PRECISIONS,
     GalleryEntry,
     describe_files,
@@ -38,8 +39,6 @@ from ..reporting import Reporter
 from ..store import InstalledModel, check_name, commit, models_dir, staging
 from .backbone import Backbone, backbone_kind, open_folder, open_random
 from .recipe import DEFAULT_RECIPE, Recipe
-
-GALLERY_DIR = "galleries"
 
 
 @dataclass
