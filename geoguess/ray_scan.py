@@ -179,7 +179,7 @@ def _describe(options: WorkerOptions) -> dict[str, Any]:
     """What a worker finds: model name, precision, gallery, random weights; run on the
     cluster, so that the driver (a laptop with ray://) needs no model set of its own.
     A geoguess error comes back as data, to be raised again as the same type."""
-    from .model import default_precision
+    from .model import default_precision, model_record
     from .store import get_model
 
     _apply_env(options.env)
@@ -190,12 +190,7 @@ def _describe(options: WorkerOptions) -> dict[str, Any]:
         on_gpus = options.gpus_per_worker > 0
         precision = options.precision or default_precision(model, on_cuda=on_gpus)
         geo = replace(options, precision=precision, gpus_per_worker=0.0).open()
-        return {
-            "name": geo.model.name,
-            "precision": geo.precision,
-            "random_weights": geo.random_weights,
-            "gallery": geo.gallery_name,
-        }
+        return model_record(geo)
     except GeoguessError as exc:
         return {"error": str(exc), "type": type(exc).__name__}
 
