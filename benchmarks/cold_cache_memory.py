@@ -23,13 +23,11 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
-from typing import IO
+
+from child_usage import run_measured
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_PHOTO = HERE.parent.parent / "shared" / "photos" / "es_Canon_40D.jpg"
@@ -57,28 +55,9 @@ print(json.dumps({"session_s": time.perf_counter() - t0}))
 
 
 def _measured(cmd: list[str], env: dict[str, str]) -> tuple[int, float, float, str, str]:
-    """Run ``cmd`` and return (exit, wall s, peak RSS GB, stdout, stderr) of that child alone."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    chunks: dict[str, bytes] = {}
-
-    def drain(name: str, stream: IO[bytes]) -> None:
-        chunks[name] = stream.read()
-
-    readers = [
-        threading.Thread(target=drain, args=("out", proc.stdout)),
-        threading.Thread(target=drain, args=("err", proc.stderr)),
-    ]
-    for t in readers:
-        t.start()
-    # wait4: this child's own usage (RUSAGE_CHILDREN is the maximum over all children).
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    for t in readers:
-        t.join()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    out, err = chunks.get("out", b""), chunks.get("err", b"")
-    return proc.returncode, wall, usage.ru_maxrss / 1e6, out.decode(), err.decode()
+    """(exit, wall s, peak RSS GB, stdout, stderr) of that child alone."""
+    run = run_measured(cmd, env)
+    return int(run.returncode or 0), run.wall_s, run.peak_mb / 1e3, run.stdout, run.stderr
 
 
 def main() -> int:

@@ -24,13 +24,11 @@ import contextlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
-from typing import IO
+
+from child_usage import run_measured
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_PHOTO = HERE.parent.parent / "shared" / "photos" / "es_Canon_40D.jpg"
@@ -52,38 +50,12 @@ def _measured(
     cmd: list[str], env: dict[str, str], limit: float
 ) -> tuple[int | None, float, float, str]:
     """(exit or None when killed at ``limit``, wall s, peak RSS MB, last output line)."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(
-        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    chunks: list[bytes] = []
-
-    def drain(stream: IO[bytes]) -> None:
-        chunks.append(stream.read())
-
-    reader = threading.Thread(target=drain, args=(proc.stdout,))
-    reader.start()
-    killed = threading.Event()
-
-    def kill() -> None:
-        killed.set()
-        os.killpg(proc.pid, 9)
-
-    timer = threading.Timer(limit, kill)
-    timer.start()
-    # wait4: this child's own usage (RUSAGE_CHILDREN would be the maximum over all).
-    _, status, usage = os.wait4(proc.pid, 0)
-    timer.cancel()
-    wall = time.perf_counter() - t0
-    reader.join()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    text = b"".join(chunks).decode(errors="replace").strip().splitlines()
-    lines = [ln for ln in text if ln.strip()]
+    run = run_measured(cmd, env, limit=limit, merge_stderr=True)
+    lines = [ln for ln in run.stdout.strip().splitlines() if ln.strip()]
     last = lines[-1] if lines else ""
     with contextlib.suppress(ValueError, AttributeError):  # a --json record: its error
         last = json.loads(last).get("error") or "located"
-    last = str(last)[:160]
-    return (None if killed.is_set() else proc.returncode), wall, usage.ru_maxrss / 1024, last
+    return run.returncode, run.wall_s, run.peak_mb, str(last)[:160]
 
 
 def _make_cases(folder: Path, photo: Path) -> dict[str, Path]:
