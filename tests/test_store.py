@@ -11,8 +11,9 @@ import pytest
 from damage import flip_byte
 from typer.testing import CliRunner
 
+import geoguess
 from geoguess.cli import app
-from geoguess.errors import ModelIntegrityError, ModelNotFoundError, SetupError
+from geoguess.errors import ModelIntegrityError, ModelNotFoundError, SetupError, UsageError
 from geoguess.manifest import load_manifest, manifest_text, sha256_file
 from geoguess.store import get_model, install_model, list_models, models_dir
 
@@ -234,11 +235,26 @@ def test_build_from_random_backbone_is_marked_and_warned(monkeypatch, photos_dir
     assert "not geolocations" in res.stderr
 
 
-def test_recipe_file_matches_built_in_default():
-    from geoguess.builder.recipe import DEFAULT_RECIPE, load_recipe
+def test_default_recipe_is_read_from_the_packaged_file(tmp_path):
+    from geoguess.builder.recipe import DEFAULT_RECIPE, DEFAULT_RECIPE_PATH, load_recipe
+    from geoguess.store import DEFAULT_MODEL
 
-    path = Path(__file__).resolve().parents[1] / "models" / "geoclip-vit-l14.toml"
-    assert load_recipe(path) == DEFAULT_RECIPE
+    # The one source of the default recipe ships inside the package (wheels included).
+    assert DEFAULT_RECIPE_PATH.is_relative_to(Path(geoguess.__file__).parent)
+    assert load_recipe(DEFAULT_RECIPE_PATH) == DEFAULT_RECIPE
+    assert DEFAULT_RECIPE.name == DEFAULT_MODEL
+    assert DEFAULT_RECIPE.backbone == "openai/clip-vit-large-patch14"
+    # A user's recipe with other values is read as written, defaults filled in.
+    text = DEFAULT_RECIPE_PATH.read_text(encoding="utf-8").replace(
+        'name = "geoclip-vit-l14"', 'name = "mine"'
+    )
+    text = text.replace("opset = 17\n", "")
+    (tmp_path / "mine.toml").write_text(text, encoding="utf-8")
+    mine = load_recipe(tmp_path / "mine.toml")
+    assert (mine.name, mine.opset, mine.gallery_csv) == ("mine", 17, DEFAULT_RECIPE.gallery_csv)
+    (tmp_path / "bad.toml").write_text('name = "x"\n', encoding="utf-8")
+    with pytest.raises(UsageError, match=r"bad\.toml"):
+        load_recipe(tmp_path / "bad.toml")
 
 
 def test_fp16_encoder_builds_and_agrees_with_fp32(tiny_backbone_dir):

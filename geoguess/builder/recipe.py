@@ -1,4 +1,4 @@
-"""What a model set is made from. ``models/geoclip-vit-l14.toml`` mirrors DEFAULT_RECIPE."""
+"""What a model set is made from: a recipe TOML, read into :class:`Recipe`."""
 
 from __future__ import annotations
 
@@ -11,25 +11,29 @@ from ..errors import UsageError
 
 @dataclass(frozen=True)
 class Recipe:
-    name: str = "geoclip-vit-l14"
-    description: str = (
-        "GeoCLIP (Vivanco Cepeda et al., NeurIPS 2023) on CLIP ViT-L/14, exported to ONNX"
-    )
-    backbone: str = "openai/clip-vit-large-patch14"
+    """What one model set is built from; the default one is read from
+    :data:`DEFAULT_RECIPE_PATH`, the only place its values are written."""
+
+    name: str
+    backbone: str
+    geoclip_version: str
+    precisions: tuple[str, ...]
+    gallery_name: str
+    gallery_csv: str
+    description: str = ""
     backbone_revision: str = "main"
     geoclip_package: str = "geoclip"
-    geoclip_version: str = "1.3.0"
-    precisions: tuple[str, ...] = ("fp32", "int8")
     opset: int = 17
-    gallery_name: str = "mp16-100k"
-    gallery_csv: str = "model/gps_gallery/coordinates_100K.csv"
     extra: dict[str, object] = field(default_factory=dict, compare=False)
 
     def with_overrides(self, **kw: object) -> Recipe:
         return replace(self, **{k: v for k, v in kw.items() if v is not None})
 
 
-DEFAULT_RECIPE = Recipe()
+#: The recipe of the default model set, shipped inside the package.
+DEFAULT_RECIPE_PATH = (
+    Path(__file__).resolve().parents[1] / "data" / "recipes" / "geoclip-vit-l14.toml"
+)
 
 
 def load_recipe(path: Path) -> Recipe:
@@ -52,3 +56,6 @@ def load_recipe(path: Path) -> Recipe:
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise UsageError(f"{path}: recipe is missing or has a bad field: {exc}") from exc
+
+
+DEFAULT_RECIPE = load_recipe(DEFAULT_RECIPE_PATH)
