@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from . import atomic
+from . import atomic, environment
 from .manifest import sha256_file
 from .store import HASH_EVERY_LOAD_BYTES, InstalledModel, cache_root, home, intact, remember
 
@@ -44,7 +43,7 @@ _FLOAT32_NAME = "embeddings.npy"
 def cache_dir() -> Path | None:
     """``<cache root>/derived`` (see :func:`geoguess.store.cache_root`), or None when
     GEOGUESS_DERIVED_CACHE=0."""
-    if os.environ.get("GEOGUESS_DERIVED_CACHE", "1").lower() in {"0", "false", "no"}:
+    if not environment.flag(environment.DERIVED_CACHE, True):
         return None
     return cache_root() / "derived"
 

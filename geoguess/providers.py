@@ -11,13 +11,12 @@ from __future__ import annotations
 import contextlib
 import ctypes.util
 import functools
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import derived
+from . import derived, environment
 from .errors import SetupError, UsageError, one_line
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -89,7 +88,7 @@ class Session:
 
 
 def default_threads() -> int:
-    env = os.environ.get("GEOGUESS_THREADS", "").strip()
+    env = environment.text(environment.THREADS) or ""
     if not env:
         return 0  # onnxruntime's own choice: one thread per physical core
     try:
@@ -97,7 +96,7 @@ def default_threads() -> int:
     except ValueError:
         threads = 0
     if threads < 1:
-        raise UsageError(f"GEOGUESS_THREADS must be a whole number of at least 1, got {env!r}")
+        raise UsageError(f"{environment.THREADS} must be a whole number of at least 1, got {env!r}")
     return threads
 
 

@@ -38,6 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from . import environment
 from .errors import GeoguessError, SetupError, UsageError, one_line
 from .reporting import Reporter
 from .scan import ScanSummary
@@ -84,7 +85,7 @@ MAX_BLOCKS = 10_000
 
 #: The environment a worker reads its model set and caches from, passed on from the
 #: driver when set there.
-PASSED_ENV = ("GEOGUESS_HOME", "GEOGUESS_CACHE_DIR", "GEOGUESS_MODEL")
+PASSED_ENV = (environment.HOME, environment.CACHE_DIR, environment.MODEL)
 
 #: With --llm, the driver's variables that litellm reads for the provider (keys, base
 #: URLs, API versions) go to the workers too: a cluster's nodes need not have them set.

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import atomic
+from . import atomic, environment
 from .errors import ModelIntegrityError, ModelNotFoundError, SetupError, UsageError
 from .manifest import (
     MANIFEST_NAME,
@@ -58,7 +58,7 @@ VERIFY_FAILED = ".verify-failed.json"
 
 
 def home() -> Path:
-    env = os.environ.get("GEOGUESS_HOME")
+    env = os.environ.get(environment.HOME)
     if env:
         return Path(env).expanduser()
     import platformdirs
@@ -73,10 +73,10 @@ def models_dir() -> Path:
 def cache_root() -> Path:
     """Where rebuildable caches live: ``GEOGUESS_CACHE_DIR``, else
     ``$GEOGUESS_HOME/cache``, else the platform's user cache directory."""
-    env = os.environ.get("GEOGUESS_CACHE_DIR")
+    env = os.environ.get(environment.CACHE_DIR)
     if env:
         return Path(env).expanduser()
-    if os.environ.get("GEOGUESS_HOME"):
+    if os.environ.get(environment.HOME):
         return home() / "cache"
     import platformdirs
 
@@ -89,7 +89,7 @@ def downloads_dir() -> Path:
 
 
 def default_model_name() -> str:
-    return os.environ.get("GEOGUESS_MODEL") or DEFAULT_MODEL
+    return os.environ.get(environment.MODEL) or DEFAULT_MODEL
 
 
 def check_name(name: str, what: str = "model") -> str:

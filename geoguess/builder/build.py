@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import logging
-import os
 import platform
 import shutil
 import time
@@ -25,6 +24,7 @@ import numpy as np
 
 from .. import __version__
 from ..encoders import ImageEncoder, LocationEncoder, l2_normalize
+from ..environment import flag
 from ..errors import ExportError, SetupError, UsageError
 from ..manifest import (
     FORMAT_VERSION,
@@ -94,10 +94,6 @@ class _Sources:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
-
-
 def _resolve_recipe(opts: BuildOptions, recipe: Recipe) -> tuple[Recipe, str]:
     recipe = recipe.with_overrides(
         backbone=opts.backbone, backbone_revision=opts.revision, precisions=opts.precisions
@@ -143,7 +139,7 @@ def plan_build(opts: BuildOptions, recipe: Recipe = DEFAULT_RECIPE) -> BuildPlan
         source = Path(opts.geoclip).expanduser()
         if str(opts.geoclip).startswith((".", "/", "~")) and not source.exists():
             raise UsageError(f"{opts.geoclip}: no such geoclip wheel or folder")
-    offline = opts.offline or _truthy(os.environ.get("HF_HUB_OFFLINE"))
+    offline = opts.offline or flag("HF_HUB_OFFLINE", False)
 
     downloads: list[Download] = []
     commit_id = None

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..environment import parse_flag
 from ..errors import ExportError
 from ..reporting import Reporter
 
@@ -77,8 +78,10 @@ def _endpoint() -> str:
 
 
 def _env_offline() -> bool:
-    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
-    return value.strip().upper() in {"1", "ON", "YES", "TRUE"}
+    # huggingface_hub's own precedence: TRANSFORMERS_OFFLINE counts only when
+    # HF_HUB_OFFLINE is unset or empty. Our yes-words are a superset of its own.
+    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE")
+    return parse_flag(value, False)
 
 
 def _cache_label() -> str:

@@ -301,13 +301,13 @@ def build_default_model(name: str, *, yes: bool) -> None:
     else (scripts, CI, a photo piped on stdin) nothing is downloaded unasked: the
     error names the command that does it.
     """
-    import os
     import sys
 
+    from .. import environment
     from ..builder.build import BuildOptions, build_model_set, plan_build
     from ..errors import SetupError
 
-    agreed = yes or os.environ.get("GEOGUESS_YES", "").strip().lower() in {"1", "true", "yes"}
+    agreed = yes or environment.flag(environment.YES, False)
     if not agreed and not (sys.stdin.isatty() and sys.stderr.isatty()):
         # Decided before planning: a script gets the same answer with or without network.
         raise SetupError(

@@ -17,6 +17,8 @@ import os
 import re
 import urllib.parse
 
+from .. import environment
+
 __all__ = [
     "CONSENT_ENV",
     "consent_given",
@@ -26,8 +28,8 @@ __all__ = [
     "redact",
 ]
 
-#: Setting this to 1 (or true/yes) silences the privacy notice, like ``--yes``.
-CONSENT_ENV = "GEOGUESS_LLM_CONSENT"
+#: Setting this to yes (see geoguess.environment.flag) silences the privacy notice, like ``--yes``.
+CONSENT_ENV = environment.LLM_CONSENT
 
 _LOCAL_PROVIDERS = ("ollama", "ollama_chat")
 # Where litellm looks for a provider's base URL when none is passed.
@@ -90,7 +92,7 @@ def is_local_endpoint(model: str, base_url: str | None = None) -> bool:
 
 
 def consent_given() -> bool:
-    return os.environ.get(CONSENT_ENV, "").strip().lower() in {"1", "true", "yes", "y", "on"}
+    return environment.flag(CONSENT_ENV, False)
 
 
 def privacy_notice(model: str, base_url: str | None = None) -> str | None:
