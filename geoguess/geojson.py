@@ -27,13 +27,9 @@ def _point(lat: float, lon: float) -> dict[str, Any]:
 
 
 def _place_text(place: Mapping[str, Any] | None) -> str | None:
-    if not place:
-        return None
-    parts = [place.get("name")]
-    if place.get("admin1") and place.get("admin1") != place.get("name"):
-        parts.append(place["admin1"])
-    parts.append(place.get("country") or place.get("country_code"))
-    return ", ".join(p for p in parts if p)
+    from .places import describe
+
+    return describe(place) if place else None
 
 
 def _feature(geometry: dict[str, Any] | None, properties: dict[str, Any]) -> dict[str, Any]:

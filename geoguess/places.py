@@ -26,7 +26,7 @@ import json
 import re
 import threading
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib.resources.abc import Traversable
 from typing import Any
@@ -84,14 +84,20 @@ class Place:
         }
 
 
-def describe(place: Place) -> str:
-    """One-line human description, e.g. ``"Paris, Île-de-France, France"``."""
-    parts = [place.name]
+def describe(place: Place | Mapping[str, Any]) -> str:
+    """One-line human description, e.g. ``"Paris, Île-de-France, France"``, of a Place
+    or of its ``to_dict()`` form (as read back from a scan's output)."""
+    if isinstance(place, Place):
+        name, admin1, country = place.name, place.admin1, place.country or place.country_code
+    else:
+        name, admin1 = place.get("name"), place.get("admin1")
+        country = place.get("country") or place.get("country_code")
+    parts = [name]
     # City-states and some regions share the town's name ("Singapore, Singapore").
-    if place.admin1 and place.admin1 != place.name:
-        parts.append(place.admin1)
-    parts.append(place.country or place.country_code)
-    return ", ".join(parts)
+    if admin1 and admin1 != name:
+        parts.append(admin1)
+    parts.append(country)
+    return ", ".join(p for p in parts if p)
 
 
 @dataclass(frozen=True)

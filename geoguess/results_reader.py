@@ -52,6 +52,36 @@ def _candidates(top_k: str) -> list[dict[str, Any]]:
     return out
 
 
+#: A CSV's top_k keeps 5 decimals and its lat/lon columns 6: closer than this (about a
+#: metre) is the same point, not a person's edit.
+_SAME_DEGREES = 1e-5
+
+
+def _moved(lat: Any, lon: Any, predictions: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The position a person gave, when it is not the best candidate's: an edited
+    ``lat``/``lon`` cell, or a point moved in a GeoJSON editor. Text that is not a
+    number is passed on as it is, so that the sidecar writer names the bad cell
+    rather than quietly using the model's guess."""
+    if lat in (None, "") and lon in (None, ""):
+        return None
+    if not predictions:
+        return (
+            None
+            if (_float(lat) is not None and _float(lon) is not None)
+            else {"lat": lat, "lon": lon}
+        )
+    best = predictions[0]
+    a, b = _float(lat), _float(lon)
+    if (
+        a is not None
+        and b is not None
+        and abs(a - best["lat"]) <= _SAME_DEGREES
+        and abs(b - best["lon"]) <= _SAME_DEGREES
+    ):
+        return None
+    return {"lat": a if a is not None else lat, "lon": b if b is not None else lon}
+
+
 def _from_csv_row(row: dict[str, str]) -> dict[str, Any]:
     predictions = _candidates(row.get("top_k", ""))
     lat, lon = _float(row.get("lat")), _float(row.get("lon"))
@@ -66,6 +96,13 @@ def _from_csv_row(row: dict[str, str]) -> dict[str, Any]:
             "country_code": row.get("country_code") or None,
         }
     exif_lat, exif_lon = _float(row.get("exif_lat")), _float(row.get("exif_lon"))
+    reviewed = _moved(row.get("lat"), row.get("lon"), predictions)
+    if predictions and not reviewed and lat is not None and lon is not None:
+        # The columns are the best guess written more precisely than top_k holds it.
+        prob = _float(row.get("probability"))
+        predictions[0].update(lat=lat, lon=lon)
+        if prob is not None:
+            predictions[0]["probability"] = prob
     spread = {}
     for key in ("p50", "p90"):
         value = _float(row.get(f"spread_{key}_km"))
@@ -79,8 +116,10 @@ def _from_csv_row(row: dict[str, str]) -> dict[str, Any]:
         if exif_lat is None or exif_lon is None
         else {"lat": exif_lat, "lon": exif_lon},
         "exif_error_km": _float(row.get("error_km")),
+        "confidence": row.get("confidence") or None,
         "error": row.get("error") or None,
         "model": row.get("model") or None,
+        **({"reviewed": reviewed} if reviewed else {}),
     }
 
 
@@ -91,21 +130,25 @@ def _from_feature(feature: dict[str, Any]) -> dict[str, Any]:
             "lat": c["lat"],
             "lon": c["lon"],
             "probability": c["probability"],
-            "place": {"name": c["place"], "country_code": c.get("country_code")}
-            if c.get("place")
-            else None,
+            # GeoJSON holds the place as one described line ("Paris, Île-de-France,
+            # France"): kept whole as the name, so that describing it again adds nothing.
+            "place": {"name": c["place"]} if c.get("place") else None,
         }
         for c in p.get("candidates") or []
     ]
     has_gps = p.get("exif_lat") is not None and p.get("exif_lon") is not None
+    coords = (feature.get("geometry") or {}).get("coordinates") or [None, None]
+    reviewed = _moved(coords[1], coords[0], predictions) if len(coords) >= 2 else None
     return {
         "file": p.get("file", ""),
         "predictions": predictions,
         "spread_km": p.get("spread_km") or {},
         "exif_gps": {"lat": p["exif_lat"], "lon": p["exif_lon"]} if has_gps else None,
         "exif_error_km": p.get("error_km"),
+        "confidence": p.get("confidence"),
         "error": p.get("error"),
         "model": p.get("model"),
+        **({"reviewed": reviewed} if reviewed else {}),
     }
 
 

@@ -38,9 +38,12 @@ __all__ = [
     "SidecarOptions",
     "XmpError",
     "XmpResult",
+    "record_position",
+    "record_properties",
     "sidecar_extra",
     "sidecar_path",
     "sidecar_summary",
+    "write_record_sidecar",
     "write_result_sidecar",
     "write_sidecar",
     "xmp_coordinate",
@@ -55,6 +58,8 @@ _PREFIXES = {"x": NS_X, "rdf": NS_RDF, "exif": NS_EXIF, "geoguess": NS_GEOGUESS}
 SIDECAR_STYLES = ("append", "replace")
 #: What a sidecar's GPSProcessingMethod says, so that no one takes the point for a fix.
 PROCESSING_METHOD = "geoguess estimate from image content, not a GPS fix"
+#: The same for a position a person moved or confirmed after the scan.
+REVIEWED_METHOD = "geoguess estimate from image content, reviewed by a person; not a GPS fix"
 #: Existing sidecars larger than this are not parsed (real ones are kilobytes).
 MAX_SIDECAR_BYTES = 16 << 20
 
@@ -191,6 +196,17 @@ def _has_gps(root: ET.Element) -> bool:
     return False
 
 
+def _replaces_our_estimate(root: ET.Element, wanted: Mapping[str, str]) -> bool:
+    """A reviewed position replaces geoguess's own unreviewed estimate: that is what the
+    review is for. Any other GPS in a sidecar (set by a person or another tool, or an
+    earlier review) stays unless overwrite is asked for."""
+    reviewed = _q(NS_GEOGUESS, "Reviewed")
+    if reviewed not in wanted:
+        return False
+    found = {k for desc in _descriptions(root) for k in (*desc.attrib, *(c.tag for c in desc))}
+    return _q(NS_GEOGUESS, "Estimated") in found and reviewed not in found
+
+
 def _is_ours(key: str) -> bool:
     return key.startswith(f"{{{NS_GEOGUESS}}}") or key in {
         _q(NS_EXIF, t) for t in _WRITTEN_EXIF + _OURS_TOO
@@ -206,13 +222,15 @@ def _drop_ours(root: ET.Element) -> None:
             desc.remove(child)
 
 
-def _properties(lat: float, lon: float, properties: Mapping[str, Any]) -> dict[str, str]:
+def _properties(
+    lat: float, lon: float, properties: Mapping[str, Any], method: str
+) -> dict[str, str]:
     values = {
         _q(NS_EXIF, "GPSVersionID"): "2.3.0.0",
         _q(NS_EXIF, "GPSLatitude"): xmp_coordinate(lat, "lat"),
         _q(NS_EXIF, "GPSLongitude"): xmp_coordinate(lon, "lon"),
         _q(NS_EXIF, "GPSMapDatum"): "WGS-84",
-        _q(NS_EXIF, "GPSProcessingMethod"): PROCESSING_METHOD,
+        _q(NS_EXIF, "GPSProcessingMethod"): method,
         _q(NS_GEOGUESS, "Estimated"): "True",
     }
     for key, value in properties.items():
@@ -244,19 +262,23 @@ def write_sidecar(
     style: str = "append",
     overwrite: bool = False,
     properties: Mapping[str, Any] | None = None,
+    method: str = PROCESSING_METHOD,
+    dry_run: bool = False,
 ) -> XmpResult:
     """Write (or merge into) the sidecar of ``photo`` an estimated position.
 
     ``properties`` go into the geoguess namespace (e.g. ``Probability``,
     ``SpreadP50Km``, ``Model``). GPS already in an existing sidecar is kept unless
-    ``overwrite``. Raises :class:`XmpError` naming the sidecar when it cannot be read
-    or written; the photo is never opened.
+    ``overwrite``; ``method`` is the ``GPSProcessingMethod`` text. ``dry_run``: read
+    the sidecar and return what would be done, writing nothing. Raises
+    :class:`XmpError` naming the sidecar when it cannot be read or written; the photo is
+    never opened.
     """
     from .atomic import write_file
 
     path = sidecar_path(photo, style)
     found = _parse(path)
-    wanted = _properties(lat, lon, properties or {})
+    wanted = _properties(lat, lon, properties or {}, method)
     if found is None:
         root = ET.Element(_q(NS_X, "xmpmeta"), {_q(NS_X, "xmptk"): "geoguess"})
         _description(root).attrib.update(wanted)
@@ -272,9 +294,11 @@ def write_sidecar(
         data = _serialise(merged, prefixes)
         if data == before:
             return XmpResult(path, "unchanged")
-        if _has_gps(root) and not overwrite:
+        if _has_gps(root) and not overwrite and not _replaces_our_estimate(root, wanted):
             return XmpResult(path, "kept", "the sidecar has GPS already")
         action = "merged"
+    if dry_run:
+        return XmpResult(path, action)
     try:
         write_file(path, data)
     except OSError as exc:
@@ -282,44 +306,120 @@ def write_sidecar(
     return XmpResult(path, action)
 
 
-def result_properties(result: LocateResult) -> dict[str, Any]:
-    """The geoguess-namespace properties of a result's sidecar."""
-    best = result.best
+def _reviewed_position(record: Mapping[str, Any]) -> tuple[float, float]:
+    photo = record.get("file", "")
+    reviewed = record["reviewed"]
+    out = []
+    for axis, limit in (("lat", 90.0), ("lon", 180.0)):
+        value = reviewed.get(axis) if isinstance(reviewed, Mapping) else None
+        try:
+            number = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            number = float("nan")
+        if not -limit <= number <= limit:
+            raise XmpError(
+                photo, f"reviewed {axis} {value!r} is not a number from {-limit:g} to {limit:g}"
+            )
+        out.append(number)
+    return out[0], out[1]
+
+
+def record_position(record: Mapping[str, Any]) -> tuple[float, float, bool] | None:
+    """Where a ``--json`` record's sidecar puts the photo: ``(lat, lon, reviewed)``.
+
+    A ``reviewed`` position (a person moved the guess: an edited ``lat``/``lon`` in a
+    scan's CSV, a moved point in its GeoJSON, or a ``"reviewed": {"lat", "lon"}`` member
+    in JSON Lines) wins over the best candidate. None: the record has no position.
+    """
+    if record.get("reviewed"):
+        return (*_reviewed_position(record), True)
+    predictions = record.get("predictions") or []
+    if not predictions:
+        return None
+    return float(predictions[0]["lat"]), float(predictions[0]["lon"]), False
+
+
+def record_properties(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The geoguess-namespace properties of a record's sidecar.
+
+    A reviewed position carries no probability, spread or place: those describe the
+    model's guess, not where the person put the photo.
+    """
     props: dict[str, Any] = {}
-    if best is not None:
-        props["Probability"] = f"{best.prediction.probability:.6g}"
-        if best.place is not None:
+    if record.get("reviewed"):
+        props["Reviewed"] = "True"
+        return {**props, **_model_properties(record.get("model"))}
+    predictions = record.get("predictions") or []
+    if predictions:
+        best = predictions[0]
+        if best.get("probability") is not None:
+            props["Probability"] = f"{float(best['probability']):.6g}"
+        if best.get("place"):
             from .places import describe
 
-            props["Place"] = describe(best.place)
-    for level, radius in sorted(result.spread_km.items()):
-        props[f"SpreadP{round(level * 100)}Km"] = f"{radius:.1f}"
-    if result.confidence:
-        props["Confidence"] = result.confidence
-    return props
+            props["Place"] = describe(best["place"])
+    for key, radius in sorted((record.get("spread_km") or {}).items()):
+        if key.startswith("p") and key[1:].isdigit() and radius is not None:
+            props[f"SpreadP{key[1:]}Km"] = f"{float(radius):.1f}"
+    if record.get("confidence"):
+        props["Confidence"] = record["confidence"]
+    return {**props, **_model_properties(record.get("model"))}
+
+
+def _model_properties(model: Any) -> dict[str, str]:
+    if isinstance(model, Mapping):
+        return sidecar_extra(model)
+    if isinstance(model, str) and model:
+        # A CSV holds the model as its label, "name/precision (random weights: ...)".
+        props = {"Model": model}
+        if "random weights" in model:
+            props["RandomWeights"] = "True"
+        return props
+    return {}
+
+
+def write_record_sidecar(
+    record: Mapping[str, Any],
+    options: SidecarOptions,
+    *,
+    dry_run: bool = False,
+    need_photo: bool = False,
+) -> XmpResult:
+    """Write the sidecar ``options`` want for one ``--json`` record (a scan's result,
+    or a row read back from its output; see :func:`record_position`).
+
+    A record that failed or has no candidates, or whose photo has valid EXIF GPS
+    (unless ``options.all``), gets no sidecar: ``action`` is then ``skipped``.
+    ``need_photo``: refuse when the photo is not there (sidecars from a results file
+    made elsewhere would land beside nothing). ``dry_run``: say what would be done.
+    """
+    photo = record.get("file") or ""
+    path = sidecar_path(photo, options.style)
+    if record.get("error"):
+        return XmpResult(path, "skipped", "the photo was not located")
+    if record.get("exif_gps") and not options.all and not record.get("reviewed"):
+        return XmpResult(path, "skipped", "the photo has EXIF GPS")
+    position = record_position(record)
+    if position is None:
+        return XmpResult(path, "skipped", "the photo was not located")
+    if need_photo and not os.path.isfile(photo):
+        raise XmpError(photo, "no such photo here; a sidecar goes beside its photo")
+    lat, lon, reviewed = position
+    return write_sidecar(
+        photo,
+        lat,
+        lon,
+        style=options.style,
+        overwrite=options.overwrite,
+        properties={**record_properties(record), **options.extra},
+        method=REVIEWED_METHOD if reviewed else PROCESSING_METHOD,
+        dry_run=dry_run,
+    )
 
 
 def write_result_sidecar(result: LocateResult, options: SidecarOptions) -> XmpResult:
-    """Write the sidecar a scan wants for ``result`` (see :class:`SidecarOptions`).
-
-    A photo that failed, or that has valid EXIF GPS (unless ``options.all``), gets no
-    sidecar: ``action`` is then ``skipped``.
-    """
-    path = sidecar_path(result.file, options.style)
-    best = result.best
-    if result.error or best is None:
-        return XmpResult(path, "skipped", "the photo was not located")
-    if result.exif_gps is not None and not options.all:
-        return XmpResult(path, "skipped", "the photo has EXIF GPS")
-    props = {**result_properties(result), **options.extra}
-    return write_sidecar(
-        result.file,
-        best.prediction.lat,
-        best.prediction.lon,
-        style=options.style,
-        overwrite=options.overwrite,
-        properties=props,
-    )
+    """Write the sidecar a scan wants for ``result`` (see :func:`write_record_sidecar`)."""
+    return write_record_sidecar(result.to_dict(), options)
 
 
 def sidecar_extra(model: Mapping[str, Any]) -> dict[str, str]:
@@ -333,16 +433,25 @@ def sidecar_extra(model: Mapping[str, Any]) -> dict[str, str]:
 
 
 _SUMMARY_WORDS = (
-    ("written", "written"),
-    ("merged", "merged into existing ones"),
-    ("unchanged", "unchanged"),
-    ("kept", "kept (GPS already in them; --xmp-overwrite replaces it)"),
-    ("skipped", "not wanted (EXIF GPS, or not located)"),
-    ("failed", "failed"),
+    ("written", "written", "to write"),
+    ("merged", "merged into existing ones", "to merge into existing ones"),
+    ("unchanged", "unchanged", "unchanged"),
+    (
+        "kept",
+        "kept (they hold GPS already; overwriting was not asked for)",
+        "to keep (GPS already in them)",
+    ),
+    ("skipped", "not wanted (EXIF GPS, or not located)", "not wanted (EXIF GPS, or not located)"),
+    ("failed", "failed", "failed"),
 )
 
 
-def sidecar_summary(counts: Mapping[str, int]) -> str:
-    """One line saying what happened to the sidecars of a scan."""
-    parts = [f"{counts[key]} {words}" for key, words in _SUMMARY_WORDS if counts.get(key)]
-    return "XMP sidecars: " + (", ".join(parts) if parts else "none (no photo was located)")
+def sidecar_summary(counts: Mapping[str, int], *, dry_run: bool = False) -> str:
+    """One line saying what happened to the sidecars of a scan (or would, ``dry_run``)."""
+    parts = [
+        f"{counts[key]} {planned if dry_run else done}"
+        for key, done, planned in _SUMMARY_WORDS
+        if counts.get(key)
+    ]
+    head = "XMP sidecars (dry run, nothing written): " if dry_run else "XMP sidecars: "
+    return head + (", ".join(parts) if parts else "none (no photo was located)")

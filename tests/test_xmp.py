@@ -257,3 +257,168 @@ def test_xmp_options_need_xmp(tiny_home: Path, tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["scan", str(tmp_path), "--xmp-all"])
     assert res.exit_code == 2
     assert "go with --xmp" in res.output
+
+
+# --- locate --xmp, and sidecars from a reviewed scan (geoguess xmp RESULTS) ---------
+
+
+def _write_rows(path: Path, rows: list[dict[str, str]]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_locate_xmp_writes_what_scan_xmp_writes(
+    tiny_home: Path, photos_dir: Path, tmp_path: Path
+) -> None:
+    root = _photos(tmp_path, photos_dir)
+    photo, with_gps = root / "es_Canon_40D.jpg", root / "gps_DSCN0010.jpg"
+    res = CliRunner().invoke(app, ["locate", str(photo), str(with_gps), "--xmp"])
+    assert res.exit_code == 0, res.output
+    assert "XMP sidecars: 1 written, 1 not wanted" in res.output
+    assert sorted(p.name for p in root.glob("*.xmp")) == ["es_Canon_40D.jpg.xmp"]
+    by_locate = (root / "es_Canon_40D.jpg.xmp").read_bytes()
+    (root / "es_Canon_40D.jpg.xmp").unlink()
+    out = tmp_path / "out.csv"
+    CliRunner().invoke(app, ["scan", str(root), "-o", str(out), "--xmp"])
+    assert (root / "es_Canon_40D.jpg.xmp").read_bytes() == by_locate
+    res = CliRunner().invoke(app, ["locate", "-", "--xmp"], input=photo.read_bytes())
+    assert res.exit_code == 2
+    assert "stdin has none" in res.output
+    res = CliRunner().invoke(app, ["locate", str(photo), "--xmp-all"])
+    assert (res.exit_code, "go with --xmp" in res.output) == (2, True)
+
+
+def test_xmp_from_a_scan_equals_scan_xmp_and_a_review_wins(
+    tiny_home: Path, photos_dir: Path, tmp_path: Path
+) -> None:
+    root = _photos(tmp_path, photos_dir)
+    originals = {p.name: sha256(p) for p in root.iterdir()}
+    out = tmp_path / "out.csv"
+    CliRunner().invoke(app, ["scan", str(root), "-o", str(out), "--xmp"])
+    made = {p.name: p.read_bytes() for p in root.glob("*.xmp")}
+    assert len(made) == 2
+    for p in root.glob("*.xmp"):
+        p.unlink()
+
+    # Unreviewed, the results file gives the sidecars the scan gave, byte for byte.
+    res = CliRunner().invoke(app, ["xmp", str(out), "--dry-run"])
+    assert res.exit_code == 0, res.output
+    assert "dry run, nothing written): 2 to write" in res.output
+    assert not list(root.glob("*.xmp"))
+    res = CliRunner().invoke(app, ["xmp", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "XMP sidecars: 2 written, 2 not wanted" in res.output  # EXIF GPS, broken photo
+    assert {p.name: p.read_bytes() for p in root.glob("*.xmp")} == made
+
+    # A person moves one guess: the sidecar takes the new point, marked as reviewed,
+    # replacing geoguess's own estimate; the other sidecar is unchanged.
+    rows = list(csv.DictReader(out.open(newline="", encoding="utf-8")))
+    for row in rows:
+        if row["path"].endswith("es_Canon_40D.jpg"):
+            row["lat"], row["lon"] = "-33.856784", "151.215297"
+    reviewed = tmp_path / "reviewed.csv"
+    _write_rows(reviewed, rows)
+    res = CliRunner().invoke(app, ["xmp", str(reviewed)])
+    assert res.exit_code == 0, res.output
+    assert "1 merged into existing ones, 1 unchanged" in res.output
+    tags = exiftool(root / "es_Canon_40D.jpg.xmp")
+    assert abs(tags["XMP-exif:GPSLatitude"] - -33.856784) < 1e-5
+    assert abs(tags["XMP-exif:GPSLongitude"] - 151.215297) < 1e-5
+    assert tags["XMP-geoguess:Reviewed"] is True or tags["XMP-geoguess:Reviewed"] == "True"
+    assert "reviewed by a person" in tags["XMP-exif:GPSProcessingMethod"]
+    assert "XMP-geoguess:Probability" not in tags  # it described the model's guess
+    assert "XMP-geoguess:SpreadP50Km" not in tags
+    assert tags["XMP-geoguess:Model"].startswith("tiny/")
+    assert (root / "orient_landscape_3.jpg.xmp").read_bytes() == made["orient_landscape_3.jpg.xmp"]
+    # Again: nothing changes; and the unreviewed results no longer replace the review.
+    res = CliRunner().invoke(app, ["xmp", str(reviewed)])
+    assert "2 unchanged" in res.output, res.output
+    res = CliRunner().invoke(app, ["xmp", str(out)])
+    assert "1 kept" in res.output, res.output
+    assert abs(exiftool(root / "es_Canon_40D.jpg.xmp")["XMP-exif:GPSLatitude"] + 33.856784) < 1e-5
+    assert {p.name: sha256(p) for p in root.iterdir() if p.suffix != ".xmp"} == originals
+
+
+def test_xmp_bad_rows_are_one_line_each_and_the_rest_go_on(
+    tiny_home: Path, photos_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = _photos(tmp_path, photos_dir)
+    (root / "copy.jpg").write_bytes((root / "es_Canon_40D.jpg").read_bytes())
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out.csv"
+    CliRunner().invoke(app, ["scan", "photos", "-o", str(out)])
+    rows = {Path(r["path"]).name: r for r in csv.DictReader(out.open(newline="", encoding="utf-8"))}
+    assert rows["copy.jpg"]["path"] == str(Path("photos") / "copy.jpg")  # relative, as given
+    rows["es_Canon_40D.jpg"]["lat"] = "48.8x"
+    rows["orient_landscape_3.jpg"]["lon"] = "200"
+    (root / "copy.jpg").unlink()  # a row whose photo is gone
+    edited = tmp_path / "edited.csv"
+    _write_rows(edited, list(rows.values()))
+    res = CliRunner().invoke(app, ["xmp", str(edited), "--all"])
+    assert res.exit_code == 1, res.output
+    errors = [line for line in res.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 3, res.output
+    assert any("es_Canon_40D.jpg: reviewed lat '48.8x' is not a number" in e for e in errors)
+    assert any("orient_landscape_3.jpg: reviewed lon 200.0 is not a number" in e for e in errors)
+    assert any("copy.jpg: no such photo here" in e for e in errors)
+    # The photo with EXIF GPS (asked for with --all) still got its sidecar.
+    assert sorted(p.name for p in root.glob("*.xmp")) == ["gps_DSCN0010.jpg.xmp"]
+    assert "1 written" in res.output and "3 failed" in res.output
+
+
+def test_xmp_from_moved_geojson_points_and_reviewed_json_lines(
+    tiny_home: Path, photos_dir: Path, tmp_path: Path
+) -> None:
+    root = _photos(tmp_path, photos_dir)
+    geo = tmp_path / "out.geojson"
+    CliRunner().invoke(app, ["scan", str(root), "-o", str(geo)])
+    data = json.loads(geo.read_text(encoding="utf-8"))
+    for feature in data["features"]:
+        if feature["properties"]["file"].endswith("es_Canon_40D.jpg"):
+            feature["geometry"]["coordinates"] = [-3.70379, 40.416775]  # lon, lat
+    geo.write_text(json.dumps(data), encoding="utf-8")
+    res = CliRunner().invoke(app, ["xmp", str(geo), "--style", "replace"])
+    assert res.exit_code == 0, res.output
+    assert "2 written" in res.output
+    tags = exiftool(root / "es_Canon_40D.xmp")
+    assert abs(tags["XMP-exif:GPSLatitude"] - 40.416775) < 1e-5
+    assert abs(tags["XMP-exif:GPSLongitude"] - -3.70379) < 1e-5
+    assert "XMP-geoguess:Reviewed" in tags
+    assert "XMP-geoguess:Reviewed" not in exiftool(root / "orient_landscape_3.xmp")
+
+    lines = tmp_path / "out.jsonl"
+    CliRunner().invoke(app, ["scan", str(root), "-o", str(lines)])
+    records = [json.loads(line) for line in lines.read_text(encoding="utf-8").splitlines()]
+    for record in records:
+        if record["file"].endswith("orient_landscape_3.jpg"):
+            record["reviewed"] = {"lat": 35.6762, "lon": 139.6503}
+    lines.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    res = CliRunner().invoke(app, ["xmp", str(lines)])
+    assert res.exit_code == 0, res.output
+    tags = exiftool(root / "orient_landscape_3.jpg.xmp")
+    assert (round(tags["XMP-exif:GPSLatitude"], 5), round(tags["XMP-exif:GPSLongitude"], 5)) == (
+        35.6762,
+        139.6503,
+    )
+    assert "XMP-geoguess:Reviewed" in tags
+
+
+def test_a_review_replaces_only_our_own_estimate(tmp_path: Path) -> None:
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(b"x")
+    write_sidecar(photo, 10.0, 20.0)
+    review = {"Reviewed": "True"}
+    assert write_sidecar(photo, 11.0, 21.0, properties=review).action == "merged"
+    # An earlier review is not replaced by a plain estimate, nor by another review.
+    assert write_sidecar(photo, 12.0, 22.0).action == "kept"
+    assert write_sidecar(photo, 12.0, 22.0, properties=review).action == "kept"
+    assert abs(exiftool(sidecar_path(photo))["XMP-exif:GPSLatitude"] - 11.0) < 1e-5
+    # GPS someone else set stays, review or not.
+    (tmp_path / "other").mkdir()
+    other = tmp_path / "other" / "photo.jpg"
+    other.write_bytes(b"x")
+    _tagged_sidecar(other.parent, "-XMP-exif:GPSLatitude=51.5", "-XMP-exif:GPSLongitude=-0.12")
+    assert write_sidecar(other, 11.0, 21.0, properties=review).action == "kept"
+    assert write_sidecar(other, 11.0, 21.0, properties=review, overwrite=True).action == "merged"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 
 from ..errors import InputError
-from . import bench, evaluate, galleries, locate, maps, models, scan  # noqa: F401  (registers commands)
+from . import bench, evaluate, galleries, locate, maps, models, scan, xmp  # noqa: F401  (registers commands)
 from .common import EXIT_SOME_FAILED, _err, app
 
 __all__ = ["app", "main"]

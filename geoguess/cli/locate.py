@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections import Counter
 from typing import Annotated, Any
 
 import typer
@@ -23,9 +24,11 @@ from .common import (
     app,
 )
 from .llm_options import LLMOptions, YesOpt
+from .xmp import XmpOptions
 
 
 @app.command("locate")
+@bundled("xmp_options", XmpOptions)
 @bundled("llm_options", LLMOptions)
 @bundled("model_options", ModelOptions)
 def locate_cmd(
@@ -47,6 +50,7 @@ def locate_cmd(
     yes: YesOpt = False,
     map_file: MapOpt = None,
     tiles: TilesOpt = False,
+    xmp_options: XmpOptions = XmpOptions(),
 ) -> None:
     """Locate photos: a table of candidate places per photo (the default command).
 
@@ -63,6 +67,8 @@ def locate_cmd(
       geoguess photo.jpg --map photo.html        open it in any browser, offline
 
       geoguess photo.jpg --llm gpt-4o          refine with a vision LLM
+
+      geoguess photo.jpg --xmp                 the guess into photo.jpg.xmp
     """
     import contextlib
 
@@ -83,6 +89,9 @@ def locate_cmd(
             from ..maps import map_format
 
             map_format(map_file)  # a wrong suffix is known before any work
+        sidecars = xmp_options.sidecars()
+        if sidecars is not None and "-" in photos:
+            raise UsageError("--xmp writes a sidecar beside each photo file; stdin has none")
         if "-" in photos and sys.stdin.isatty():
             raise UsageError(
                 "'-' reads a photo from stdin, but stdin is a terminal; pipe one in: "
@@ -103,6 +112,13 @@ def locate_cmd(
             sources.append(read_stream(sys.stdin.buffer) if p == "-" else p)
         names = ["<stdin>" if p == "-" else p for p in photos]
         failed = 0
+        xmp_counts: Counter[str] = Counter()
+        if sidecars is not None:
+            from dataclasses import replace
+
+            from ..xmp import sidecar_extra
+
+            sidecars = replace(sidecars, extra=sidecar_extra(model_record(geo)))
         mapped: list[Any] = []
         console = stdout_console()
         for batch, results in locate_batches(geo, sources, top_k=top_k, names=names):
@@ -114,6 +130,14 @@ def locate_cmd(
                 if res.error:
                     failed += 1
                     _err(f"{res.file}: {res.error}")
+                elif sidecars is not None:
+                    from ..xmp import XmpError, write_result_sidecar
+
+                    try:
+                        xmp_counts[write_result_sidecar(res, sidecars).action] += 1
+                    except XmpError as exc:
+                        xmp_counts["failed"] += 1
+                        _err(str(exc))
                 if fmt == "geojson":
                     from ..geojson import photo_features
 
@@ -141,4 +165,9 @@ def locate_cmd(
             from ..output import usage_text
 
             _note(f"total {usage_text(refiner.usage)}")
-    raise typer.Exit(EXIT_SOME_FAILED if failed else EXIT_OK)
+        if sidecars is not None:
+            from ..output import stderr_console
+            from ..xmp import sidecar_summary
+
+            stderr_console().print(sidecar_summary(xmp_counts), markup=False)
+    raise typer.Exit(EXIT_SOME_FAILED if failed or xmp_counts["failed"] else EXIT_OK)

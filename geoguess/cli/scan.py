@@ -32,6 +32,7 @@ from .common import (
     app,
 )
 from .llm_options import LLMOptions, YesOpt
+from .xmp import XmpOptions
 
 if TYPE_CHECKING:
     from ..scan import ScanSummary
@@ -83,6 +84,7 @@ def _summary_line(summary: ScanSummary, failed_before: int = 0, retried: int = 0
 
 
 @app.command("scan")
+@bundled("xmp_options", XmpOptions)
 @bundled("llm_options", LLMOptions)
 @bundled("model_options", ModelOptions)
 def scan_cmd(
@@ -143,32 +145,9 @@ def scan_cmd(
     model_options: ModelOptions = ModelOptions(),
     llm_options: LLMOptions = LLMOptions(),
     yes: YesOpt = False,
-    xmp: Annotated[
-        bool,
-        typer.Option(
-            "--xmp",
-            help="Write each located photo's best guess to an XMP sidecar beside it, for "
-            "photo libraries (photos with EXIF GPS are left alone). The photo is never "
-            "changed; an existing sidecar keeps its other tags.",
-        ),
-    ] = False,
-    xmp_all: Annotated[
-        bool, typer.Option("--xmp-all", help="With --xmp: also photos that have EXIF GPS.")
-    ] = False,
-    xmp_style: Annotated[
-        str,
-        typer.Option(
-            "--xmp-style",
-            help="Sidecar names: append (photo.jpg.xmp: darktable, digiKam) or replace "
-            "(photo.xmp: Lightroom, Capture One).",
-        ),
-    ] = "append",
+    xmp_options: XmpOptions = XmpOptions(),
     map_file: MapOpt = None,
     tiles: TilesOpt = False,
-    xmp_overwrite: Annotated[
-        bool,
-        typer.Option("--xmp-overwrite", help="With --xmp: replace GPS already in a sidecar."),
-    ] = False,
     engine: Annotated[
         str,
         typer.Option(
@@ -251,7 +230,7 @@ def scan_cmd(
         # Shards check their own format (parquet too) when the writer opens.
         out_format = fmt if to_folder else output_format(None if to_stdout else output, fmt)
         check_folder(folder)  # before the model loads, so a typo costs nothing
-        sidecars = _sidecar_options(xmp, xmp_all, xmp_style, xmp_overwrite)
+        sidecars = xmp_options.sidecars()
         if map_file is not None:
             from ..maps import map_format
 
@@ -440,14 +419,3 @@ def _ray_engine(engine: str, model_options: ModelOptions, **options: Any) -> Any
             "tests and benchmarks): its answers are not geolocations"
         )
     return geo
-
-
-def _sidecar_options(xmp: bool, every: bool, style: str, overwrite: bool) -> Any:
-    from ..errors import UsageError
-    from ..xmp import SidecarOptions
-
-    if not xmp:
-        if every or overwrite or style != "append":
-            raise UsageError("--xmp-all, --xmp-style and --xmp-overwrite go with --xmp")
-        return None
-    return SidecarOptions(style=style, all=every, overwrite=overwrite)
