@@ -354,3 +354,20 @@ def test_locate_map_suffix_is_checked_before_any_work(tmp_path: Path) -> None:
     assert not (tmp_path / "geoguess-home").exists() or not any(
         (tmp_path / "geoguess-home").iterdir()
     )
+
+
+def test_png_labels_of_close_candidates_do_not_print_over_one_another() -> None:
+    from PIL import Image, ImageDraw
+
+    from geoguess.maps.png import _font, _Labels, _overlap
+
+    draw = ImageDraw.Draw(Image.new("RGBA", (400, 300)))
+    labels = _Labels(draw, _font(26), 400, 300)
+    placed = [labels.place((200, 150), 10, f"#{i} 0.3%", (0, 0, 0, 255)) for i in range(1, 7)]
+    # Four sides around one point, then no room: left out rather than drawn on top.
+    assert placed == [True, True, True, True, False, False]
+    boxes = labels.taken
+    assert not any(_overlap(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
+    # A label at the edge goes to a side inside the picture.
+    assert labels.place((395, 20), 5, "#1 9.9%", (0, 0, 0, 255))
+    assert labels.taken[-1][2] <= 400

@@ -133,6 +133,41 @@ def _legend(draw: ImageDraw.ImageDraw, view: MapView, lines: list[tuple[str, Any
     )
 
 
+class _Labels:
+    """Puts each label beside its dot (right, left, above or below) where it overlaps no
+    label already placed; a label with no free side is left out, since candidates a
+    few kilometres apart would otherwise print over one another."""
+
+    def __init__(self, draw: ImageDraw.ImageDraw, font: Any, width: int, height: int) -> None:
+        self.draw, self.font, self.size = draw, font, (width, height)
+        self.taken: list[tuple[float, float, float, float]] = []
+
+    def place(self, xy: tuple[float, float], r: float, text: str, fill: Any) -> bool:
+        left, top, right, bottom = self.draw.textbbox((0, 0), text, font=self.font)
+        tw, th = right - left, bottom - top
+        gap = 3 * _SS
+        x, y = xy
+        for ox, oy in (
+            (x + r + gap, y - th / 2),
+            (x - r - gap - tw, y - th / 2),
+            (x - tw / 2, y - r - gap - th),
+            (x - tw / 2, y + r + gap),
+        ):
+            box = (ox, oy, ox + tw, oy + th)
+            inside = (
+                box[0] >= 0 and box[1] >= 0 and box[2] <= self.size[0] and box[3] <= self.size[1]
+            )
+            if inside and not any(_overlap(box, t) for t in self.taken):
+                self.taken.append(box)
+                self.draw.text((ox - left, oy - top), text, fill=fill, font=self.font)
+                return True
+        return False
+
+
+def _overlap(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
 def render_png(view: MapView) -> bytes:
     """The picture of ``view`` as PNG bytes."""
     w, h = WIDTH * _SS, HEIGHT * _SS
@@ -175,6 +210,9 @@ def render_png(view: MapView) -> bytes:
         legend = [(f"error {label}", _hex(colour)) for _, colour, label in ERROR_CLASSES]
         legend.append(("no EXIF GPS", _hex(NO_GPS_COLOUR)))
     else:
+        # Labels go on after every dot, best first, where they hide no other label.
+        labels: list[tuple[int, tuple[float, float], float, str]] = []
+        placer = _Labels(draw, font, w, h)
         for f in sorted(features, key=lambda f: -(f["properties"].get("rank") or 0)):
             p = f["properties"]
             if p.get("kind") != "candidate":
@@ -184,12 +222,7 @@ def render_png(view: MapView) -> bytes:
             r = (5 + 25 * math.sqrt(p["probability"])) * _SS
             fill = (203, 24, 29, 200) if p["rank"] == 1 else (251, 106, 74, 190)
             _dot(draw, xy, r, fill, (103, 0, 13, 255))
-            draw.text(
-                (xy[0] + r + 3 * _SS, xy[1] - 8 * _SS),
-                f"#{p['rank']} {100 * p['probability']:.1f}%",
-                fill=(60, 0, 0, 255),
-                font=font,
-            )
+            labels.append((p["rank"], xy, r, f"#{p['rank']} {100 * p['probability']:.1f}%"))
             if p["rank"] == 1:
                 best[p["file"]] = xy
         for f in features:
@@ -202,12 +235,9 @@ def render_png(view: MapView) -> bytes:
                 draw.line([best[p["file"]], xy], fill=(8, 48, 107, 255), width=2 * _SS)
             _dot(draw, xy, 7 * _SS, (66, 146, 198, 255), (8, 48, 107, 255))
             if p.get("error_km") is not None:
-                draw.text(
-                    (xy[0] + 10 * _SS, xy[1] + 2 * _SS),
-                    f"EXIF GPS, {p['error_km']:.0f} km",
-                    fill=(8, 48, 107, 255),
-                    font=font,
-                )
+                placer.place(xy, 7 * _SS, f"EXIF GPS, {p['error_km']:.0f} km", (8, 48, 107, 255))
+        for _, xy, r, text in sorted(labels, key=lambda item: item[0]):
+            placer.place(xy, r, text, (60, 0, 0, 255))
         legend = [("candidates, sized by probability", (203, 24, 29, 255))]
         if view.circles:
             legend.append(("rings: 50% and 90% of the probability", (178, 24, 43, 255)))
