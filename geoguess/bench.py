@@ -326,6 +326,29 @@ def _cli_cold_s(
     return elapsed
 
 
+@dataclass(frozen=True)
+class BenchPlan:
+    """What ``geoguess bench`` compares on a device: the precisions timed side by side
+    and the one the scan row runs (the one users get by default there)."""
+
+    precisions: list[str]
+    scan_precision: str
+    on_cuda: bool
+
+
+def bench_plan(device: str, precisions: Sequence[str] | None = None) -> BenchPlan:
+    """The default comparison for ``device``: fp32 against int8 on CPU, fp16 against
+    fp32 on CUDA (the pairs a user chooses between there); ``precisions`` overrides."""
+    from .providers import providers_for
+
+    on_cuda = providers_for(device)[0] == "CUDAExecutionProvider"
+    chosen = list(precisions) if precisions else (["fp16", "fp32"] if on_cuda else ["fp32", "int8"])
+    # The default on each device: fp16 on CUDA, int8 on CPU (geoguess.model.default_precision).
+    preferred = "fp16" if on_cuda else "int8"
+    scan = preferred if preferred in chosen else chosen[-1 if not on_cuda else 0]
+    return BenchPlan(chosen, scan, on_cuda)
+
+
 def bench_latency(
     model: str | None,
     photos: Sequence[Path],

@@ -82,3 +82,13 @@ def test_bench_command_json(tiny_home: Path, photos_dir: Path) -> None:
     assert all(r["samples"] == 4 and r["speedup"] is None for r in rows[:2])  # 2 photos x 2
     assert rows[2]["files"] == 3 and rows[2]["precision"] == "int8"
     assert 0 < rows[3]["help_s"] < 30
+
+
+def test_bench_plan_compares_what_users_choose_between_on_the_device() -> None:
+    from geoguess.bench import bench_plan
+
+    plan = bench_plan("cpu")
+    assert (plan.precisions, plan.scan_precision, plan.on_cuda) == (["fp32", "int8"], "int8", False)
+    # Given precisions are kept in order; the scan runs the device's default when timed.
+    assert bench_plan("cpu", ["int8", "fp32"]).scan_precision == "int8"
+    assert bench_plan("cpu", ["fp32"]).scan_precision == "fp32"

@@ -118,14 +118,13 @@ def bench_inference(
     """
     if ctx.invoked_subcommand is not None:
         return
-    from ..bench import bench_latency, bench_scan, help_seconds, rows_to_dicts
+    from ..bench import bench_latency, bench_plan, bench_scan, help_seconds, rows_to_dicts
     from ..output import print_json, print_table, stdout_console
-    from ..providers import providers_for
 
     with _errors():
         files = _photo_files(photos or [])
-        on_cuda = providers_for(device)[0] == "CUDAExecutionProvider"
-        precisions = precision or (["fp16", "fp32"] if on_cuda else ["fp32", "int8"])
+        plan = bench_plan(device, precision)
+        precisions = plan.precisions
         rep = RichReporter()
         rows = bench_latency(
             model,
@@ -139,12 +138,11 @@ def bench_inference(
         )
         scan_rows = []
         if scan_files:
-            # The precision users run by default on this device.
             scan_rows.append(
                 bench_scan(
                     model,
                     files,
-                    precision=precisions[-1] if not on_cuda else precisions[0],
+                    precision=plan.scan_precision,
                     device=device,
                     n_files=scan_files,
                     batch_size=batch_size,
