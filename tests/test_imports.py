@@ -7,6 +7,8 @@ under ``TYPE_CHECKING``: a cycle through either still ties two modules together.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "geoguess"
@@ -165,3 +167,35 @@ def test_the_photo_layer_works_on_the_model_and_never_reaches_the_public_object(
         "geoguess.maps",
     ):
         assert "geoguess.geolocator" not in _reached(graph, name), name
+
+
+def test_locating_a_photo_loads_no_measurement_build_or_optional_code(
+    tiny_home: Path, photos_dir: Path
+) -> None:
+    # What `geoguess photo.jpg` loads: benchmarks, the model builder and the optional
+    # heavy packages stay out of it (they are for `geoguess bench`, `models build`,
+    # `--llm` and `--engine ray`).
+    script = (
+        "import sys\n"
+        "from geoguess.cli import main\n"
+        f"sys.argv = ['geoguess', '--json', {str(photos_dir / 'gps_DSCN0010.jpg')!r}]\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n    code = exc.code\n"
+        "print('MODULES', ' '.join(sorted(sys.modules)), file=sys.stderr)\n"
+        "sys.exit(code)\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert '"predictions"' in run.stdout
+    line = next(x for x in run.stderr.splitlines() if x.startswith("MODULES "))
+    loaded = set(line.split()[1:])
+    assert "geoguess.locate" in loaded  # the probe saw the real run
+    unwanted = {
+        m
+        for m in loaded
+        if m.split(".")[0] in {"torch", "litellm", "ray", "geoclip", "onnx"}
+        or m in {"geoguess.bench", "geoguess.bench_search"}
+        or m.startswith(("geoguess.builder", "geoguess.llm.client", "geoguess.ray_scan"))
+    }
+    assert not unwanted, sorted(unwanted)
