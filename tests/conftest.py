@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -117,3 +119,12 @@ def tiny_geo(tiny_model_home: Path):
         yield Geolocator.load("tiny")
     finally:
         mp.undo()
+
+
+@pytest.fixture
+def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A fake OpenAI chat-completions server on 127.0.0.1 (tests/fake_llm.py), with a
+    fake API key and no consent or base URL from the caller's environment."""
+    from fake_llm import serve
+
+    yield from serve(monkeypatch)

@@ -24,7 +24,7 @@ ray = pytest.importorskip("ray")
 
 # The fake server and its replies; importing it also skips this module without litellm.
 import ray_helpers  # noqa: E402
-from test_llm_refine import FAKE_KEY, FakeLLM, Reply, Seen, _json, _prompt_number  # noqa: E402
+from fake_llm import FAKE_KEY, FakeLLM, Reply, Seen, _json, _prompt_number  # noqa: E402
 
 from geoguess.cli import app  # noqa: E402
 
@@ -34,16 +34,6 @@ PHOTOS = 3
 @pytest.fixture(scope="module", autouse=True)
 def local_ray() -> Iterator[None]:
     yield from ray_helpers.local_ray(ray)
-
-
-@pytest.fixture
-def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLLM]:
-    monkeypatch.setenv("OPENAI_API_KEY", FAKE_KEY)
-    for var in ("OPENAI_BASE_URL", "OPENAI_API_BASE", "GEOGUESS_LLM_CONSENT"):
-        monkeypatch.delenv(var, raising=False)
-    fake = FakeLLM()
-    yield fake
-    fake.close()
 
 
 @pytest.fixture(scope="module")

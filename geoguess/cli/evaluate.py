@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
@@ -22,83 +21,8 @@ from .common import (
     app,
 )
 
-if TYPE_CHECKING:
-    from ..evaluate import EvalMetrics
-
 # Missing images are often many (dead Flickr links); name a few, count the rest.
 _LIST_AT_MOST = 5
-
-
-def _convention(metrics: EvalMetrics) -> str:
-    who = "G3's convention" if metrics.strict_less else "GeoCLIP's convention"
-    return (
-        f"top-1 prediction; WGS-84 geodesic distance; an image counts when its error is "
-        f"{metrics.comparison} the threshold ({who})"
-    )
-
-
-def _counts(metrics: EvalMetrics) -> str:
-    text = f"{metrics.n_evaluated} images evaluated"
-    extra = [
-        f"{n} {what}"
-        for n, what in (
-            (metrics.n_missing, "missing"),
-            (metrics.n_failed, "undecodable"),
-            (metrics.n_bad_rows, "bad CSV rows"),
-        )
-        if n
-    ]
-    return text + (f" ({', '.join(extra)} excluded)" if extra else "")
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.2f}"
-
-
-def _km(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.1f}"
-
-
-def _show(metrics: EvalMetrics, random_weights: bool) -> None:
-    from rich.markup import escape
-    from rich.table import Table
-
-    from ..evaluate import SCALES
-    from ..output import stdout_console
-
-    console = stdout_console()
-    acc = metrics.accuracy
-    notes = [_counts(metrics), _convention(metrics)]
-    if random_weights:
-        notes.append("model with random weights: these numbers measure nothing")
-    if not console.is_terminal:
-        out = [f"# {n}" for n in notes]
-        out.append("threshold_km\tscale\taccuracy_pct\tcorrect")
-        for t in metrics.thresholds_km:
-            scale = SCALES.get(t, "")
-            out.append(f"{t:g}\t{scale}\t{_pct(acc[t])}\t{metrics.correct[t]}")
-        out.append(f"# median_error_km\t{_km(metrics.median_km)}")
-        out.append(f"# mean_error_km\t{_km(metrics.mean_km)}")
-        sys.stdout.write("\n".join(out) + "\n")
-        return
-    table = Table(title=escape(_counts(metrics)), title_justify="left", header_style="bold")
-    table.add_column("within", justify="right")
-    table.add_column("scale")
-    table.add_column("accuracy", justify="right")
-    table.add_column("images", justify="right")
-    for t in metrics.thresholds_km:
-        table.add_row(
-            f"{metrics.comparison} {t:g} km",
-            SCALES.get(t, ""),
-            f"{_pct(acc[t])} %",
-            f"{metrics.correct[t]}",
-        )
-    table.add_section()
-    table.add_row("median error", "", f"{_km(metrics.median_km)} km", "")
-    table.add_row("mean error", "", f"{_km(metrics.mean_km)} km", "")
-    console.print(table)
-    for note in notes[1:]:
-        console.print(escape(note), style="dim")
 
 
 @app.command("eval")
@@ -169,6 +93,7 @@ def eval_cmd(
     from ..output import print_json, stderr_console
     from ..reporting import Reporter
     from .common import RichReporter
+    from .render import show_metrics
 
     with _errors():
         eval_set = read_eval_csv(
@@ -229,6 +154,6 @@ def eval_cmd(
         record["model"] = model_record(geo)
         print_json(record)
     else:
-        _show(metrics, geo.random_weights)
+        show_metrics(metrics, geo.random_weights)
     bad = metrics.n_missing + metrics.n_failed + metrics.n_bad_rows
     raise typer.Exit(EXIT_SOME_FAILED if bad else EXIT_OK)

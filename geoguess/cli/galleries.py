@@ -62,7 +62,8 @@ def gallery_add(
 def gallery_list(model: ModelOpt = None, json_out: JsonListOpt = False) -> None:
     """List the galleries of a model set and their search trees."""
     from ..galleries import list_galleries
-    from ..output import print_json, print_table, stdout_console
+    from ..output import print_json
+    from .render import show_gallery_list
 
     with _errors():
         rows = list_galleries(model)
@@ -70,21 +71,7 @@ def gallery_list(model: ModelOpt = None, json_out: JsonListOpt = False) -> None:
             for r in rows:
                 print_json(r)
             return
-        table = []
-        for r in rows:
-            trees = ", ".join(
-                t + (" (default)" if t == r["default_tree"] else "") for t in r["trees"]
-            )
-            table.append(
-                [
-                    r["name"] + (" (default)" if r["default"] else ""),
-                    f"{r['size']:,}" if r["size"] is not None else "?",
-                    trees or "none: flat search only",
-                    r["source"] or "",
-                ]
-            )
-        # A rich table on a terminal, tab-separated lines when piped.
-        print_table(stdout_console(), ["name", "points", "trees", "source"], table)
+        show_gallery_list(rows)
 
 
 @gallery_app.command("remove")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-from collections import Counter
 from typing import Annotated, Any
 
 import typer
@@ -76,7 +75,8 @@ def locate_cmd(
     from ..images import read_stream
     from ..locate import locate_batches
     from ..model import model_record
-    from ..output import print_json, show_refinement, show_result, stdout_console
+    from ..output import print_json, stdout_console
+    from .render import show_refinement, show_result
 
     with _errors(), contextlib.ExitStack() as stack:
         fmt = (fmt or ("json" if json_out else "table")).lower()
@@ -89,8 +89,7 @@ def locate_cmd(
             from ..maps import map_format
 
             map_format(map_file)  # a wrong suffix is known before any work
-        sidecars = xmp_options.sidecars()
-        if sidecars is not None and "-" in photos:
+        if xmp_options.sidecars() is not None and "-" in photos:
             raise UsageError("--xmp writes a sidecar beside each photo file; stdin has none")
         if "-" in photos and sys.stdin.isatty():
             raise UsageError(
@@ -112,13 +111,7 @@ def locate_cmd(
             sources.append(read_stream(sys.stdin.buffer) if p == "-" else p)
         names = ["<stdin>" if p == "-" else p for p in photos]
         failed = 0
-        xmp_counts: Counter[str] = Counter()
-        if sidecars is not None:
-            from dataclasses import replace
-
-            from ..xmp import sidecar_extra
-
-            sidecars = replace(sidecars, extra=sidecar_extra(model_record(geo)))
+        sidecars = xmp_options.tally(model_record(geo))
         mapped: list[Any] = []
         console = stdout_console()
         for batch, results in locate_batches(geo, sources, top_k=top_k, names=names):
@@ -131,13 +124,7 @@ def locate_cmd(
                     failed += 1
                     _err(f"{res.file}: {res.error}")
                 elif sidecars is not None:
-                    from ..xmp import XmpError, write_result_sidecar
-
-                    try:
-                        xmp_counts[write_result_sidecar(res, sidecars).action] += 1
-                    except XmpError as exc:
-                        xmp_counts["failed"] += 1
-                        _err(str(exc))
+                    sidecars.write(res)
                 if fmt == "geojson":
                     from ..geojson import photo_features
 
@@ -162,12 +149,10 @@ def locate_cmd(
             written = write_locate_map(mapped, map_file, geo=geo, sources=stdin, tiles=tiles)
             _note(f"map written to {written}")
         if refiner is not None and len(sources) > 1:
-            from ..output import usage_text
+            from .render import usage_text
 
             _note(f"total {usage_text(refiner.usage)}")
         if sidecars is not None:
-            from ..output import stderr_console
-            from ..xmp import sidecar_summary
-
-            stderr_console().print(sidecar_summary(xmp_counts), markup=False)
-    raise typer.Exit(EXIT_SOME_FAILED if failed or xmp_counts["failed"] else EXIT_OK)
+            sidecars.print_summary()
+            failed += sidecars.failed
+    raise typer.Exit(EXIT_SOME_FAILED if failed else EXIT_OK)

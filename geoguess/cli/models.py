@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -109,16 +108,13 @@ def models_build(
         typer.echo(f"installed {installed.name} at {installed.path}", err=True)
 
 
-def _mb(n: int) -> str:
-    return f"{n / 1e6:,.0f} MB" if n >= 1e6 or n == 0 else f"{n / 1e6:,.1f} MB"
-
-
 @models_app.command("list")
 def models_list(json_out: JsonListOpt = False) -> None:
     """List installed model sets, with their size and that of their derived cache."""
     from .. import derived
-    from ..output import print_json, stdout_console
+    from ..output import print_json
     from ..store import default_model_name, models_dir, scan_models
+    from .render import show_model_list
 
     with _errors():
         models, unreadable = scan_models()
@@ -135,47 +131,13 @@ def models_list(json_out: JsonListOpt = False) -> None:
             if not unreadable:
                 typer.echo(f"no model sets in {models_dir()}; run: geoguess models build", err=True)
             return
-        default = default_model_name()
-        columns = ["name", "precisions", "galleries", "size", "cache", "backbone", "path"]
-        rows = []
-        for s in summaries:
-            backbone = s["backbone"] + (" (random weights)" if s["random_weights"] else "")
-            rows.append(
-                {
-                    "name": s["name"] + (" (default)" if s["name"] == default else ""),
-                    "precisions": ", ".join(s["precisions"]),
-                    "galleries": ", ".join(s["galleries"]),
-                    "size": _mb(s["size_bytes"]),
-                    "cache": _mb(s["cache_bytes"]),
-                    "backbone": backbone,
-                    "path": s["path"],
-                    "status": "damaged: run geoguess models verify " + s["name"]
-                    if s["damaged"]
-                    else "",
-                }
-            )
-        if not stdout_console().is_terminal:
-            sys.stdout.write("\t".join(columns) + "\n")
-            for row in rows:
-                sys.stdout.write("\t".join(row[c] for c in columns) + "\n")
-            return
-        # One block per set, a field per line: a table cut names and paths short in an
-        # 80-column terminal, and a path must be whole to be copied.
-        for i, row in enumerate(rows):
-            if summaries[i]["cache_bytes"]:
-                row = {**row, "size": f"{row['size']} (+ {row['cache']} derived cache)"}
-            lines = [row["name"]] + [
-                f"  {field:<11}{row[field]}"
-                for field in ("path", "precisions", "galleries", "size", "backbone", "status")
-                if row[field]
-            ]
-            typer.echo("\n".join(lines) + "\n")
-        root = derived.cache_dir()
-        if root is not None:
-            typer.echo(
-                f"derived cache: {_mb(derived.size_bytes(cached))} in {len(cached)} entries\n"
-                f"  {root}\n  (geoguess models cache clear empties it)"
-            )
+        show_model_list(
+            summaries,
+            default_model_name(),
+            derived.cache_dir(),
+            derived.size_bytes(cached),
+            len(cached),
+        )
 
 
 def _model_summary(m: Any, cached: list[Any] | None = None) -> dict[str, Any]:
@@ -210,6 +172,7 @@ def models_info(
     """Show a model set's manifest summary, quality figures and the provider in use."""
     from ..output import print_json
     from ..store import get_model
+    from .render import show_model_info
 
     with _errors():
         from ..providers import available_providers, providers_for
@@ -231,28 +194,7 @@ def models_info(
         if json_out:
             print_json(info)
             return
-        lines = [
-            f"name         {info['name']}",
-            f"path         {info['path']}",
-            f"created      {info['created']}",
-            f"backbone     {info['backbone']}"
-            + ("  (RANDOM WEIGHTS)" if info["random_weights"] else ""),
-            f"precisions   {', '.join(info['precisions'])}",
-            "galleries    "
-            + ", ".join(f"{g} ({e.size:,} points)" for g, e in m.manifest.galleries.items()),
-            f"size         {info['size_bytes'] / 1e6:,.1f} MB"
-            + (f" (+ {_mb(info['cache_bytes'])} derived cache)" if info["cache_bytes"] else ""),
-            f"provider     {info['provider']} "
-            f"(available: {', '.join(info['providers_available'])})",
-        ]
-        for prec, q in info["quality"].items():
-            if "top1_agreement" in q:
-                lines.append(
-                    f"{prec:<12} cosine to fp32 {q['cosine_mean']:.4f}, top-1 agreement "
-                    f"{q['top1_agreement']:.3f}, top-5 overlap {q['top5_overlap']:.3f} "
-                    f"({q.get('scheme', '')})"
-                )
-        typer.echo("\n".join(lines))
+        show_model_info(info, m.manifest)
 
 
 @models_app.command("verify")
@@ -300,6 +242,7 @@ def models_remove(
     """Delete an installed model set and its derived cache entries."""
     from .. import derived
     from ..store import get_model, list_models, remove_model
+    from .render import megabytes
 
     with _errors():
         m = get_model(name)
@@ -308,7 +251,8 @@ def models_remove(
         remove_model(name)
         freed = derived.remove_entries_of(m, keep=list_models())
         typer.echo(
-            f"removed {name}" + (f" and {_mb(freed)} of derived cache" if freed else ""), err=True
+            f"removed {name}" + (f" and {megabytes(freed)} of derived cache" if freed else ""),
+            err=True,
         )
 
 
@@ -333,6 +277,7 @@ def models_cache(
     from .. import derived
     from ..output import print_json
     from ..store import list_models
+    from .render import show_derived_cache
 
     with _errors():
         root = derived.cache_dir()
@@ -355,23 +300,18 @@ def models_cache(
             }
             print_json(info)
             return
-        if root is None:
-            typer.echo("the derived cache is off (GEOGUESS_DERIVED_CACHE=0)")
-            return
-        typer.echo(f"{root}\n{_mb(derived.size_bytes(entries))} in {len(entries)} entries")
-        for r in rows:
-            owner = ", ".join(r["model_sets"]) or "no installed set"
-            typer.echo(f"  {r['kind']:<16}{_mb(r['size_bytes']):>10}  {owner}\n    {r['path']}")
+        show_derived_cache(root, derived.size_bytes(entries), rows)
 
 
 @cache_app.command("clear")
 def models_cache_clear() -> None:
     """Delete everything in the derived cache (it is rebuilt as needed)."""
     from .. import derived
+    from .render import megabytes
 
     with _errors():
         freed = derived.clear()
-        typer.echo(f"cleared the derived cache ({_mb(freed)})", err=True)
+        typer.echo(f"cleared the derived cache ({megabytes(freed)})", err=True)
 
 
 @models_app.command("install")

@@ -6,9 +6,7 @@ import contextlib
 import signal
 import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -218,7 +216,6 @@ def scan_cmd(
     from ..scan import check_folder, list_images, scan_folder
     from ..scan_output import open_writer, output_format
     from ..scan_shards import DEFAULT_SHARD_SIZE, ShardWriter, is_shard_folder
-    from ..xmp import XmpError, sidecar_extra, sidecar_summary, write_result_sidecar
 
     with _errors():
         to_stdout = output is None or output == "-"
@@ -230,7 +227,7 @@ def scan_cmd(
         # Shards check their own format (parquet too) when the writer opens.
         out_format = fmt if to_folder else output_format(None if to_stdout else output, fmt)
         check_folder(folder)  # before the model loads, so a typo costs nothing
-        sidecars = xmp_options.sidecars()
+        xmp_options.sidecars()  # a usage error shows before any work
         if map_file is not None:
             from ..maps import map_format
 
@@ -287,9 +284,7 @@ def scan_cmd(
             counts = {"located": 0, "failed": 0}
             start = time.perf_counter()
 
-            if sidecars is not None:
-                sidecars = replace(sidecars, extra=sidecar_extra(model_info))
-            xmp_counts: Counter[str] = Counter()
+            sidecars = xmp_options.tally(model_info)
 
             this_run: list[dict[str, Any]] = []
 
@@ -298,11 +293,7 @@ def scan_cmd(
                 if map_file is not None and to_stdout:
                     this_run.append(result.to_dict())
                 if sidecars is not None:
-                    try:
-                        xmp_counts[write_result_sidecar(result, sidecars).action] += 1
-                    except XmpError as exc:
-                        xmp_counts["failed"] += 1
-                        _err(str(exc))
+                    sidecars.write(result)
                 if result.error:
                     counts["failed"] += 1
                     if console is not None:
@@ -349,7 +340,7 @@ def scan_cmd(
         n = writer.shards_written
         _note(f"{output}: {n} new shard{'' if n == 1 else 's'}")
     if sidecars is not None:
-        stderr_console().print(sidecar_summary(xmp_counts), markup=False)
+        sidecars.print_summary()
     if map_file is not None:
         from ..maps import write_scan_map
 
@@ -365,13 +356,13 @@ def scan_cmd(
             )
         _note(f"map written to {written}")
     if refiner is not None:
-        from ..output import usage_text
+        from .render import usage_text
 
         _note(usage_text(refiner.usage))
     if summary.interrupted:
         signum = received[0] if received else signal.SIGINT
         raise typer.Exit(128 + int(signum))
-    some_failed = summary.failed or failed_before or xmp_counts["failed"]
+    some_failed = summary.failed or failed_before or (sidecars is not None and sidecars.failed)
     raise typer.Exit(EXIT_SOME_FAILED if some_failed else EXIT_OK)
 
 

@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -68,6 +69,54 @@ class XmpOptions:
             return None
         return SidecarOptions(style=self.xmp_style, all=self.xmp_all, overwrite=self.xmp_overwrite)
 
+    def tally(self, model: Mapping[str, Any]) -> SidecarTally | None:
+        """What writes the sidecars of results made by ``model`` (its model record), or
+        None without ``--xmp``."""
+        from dataclasses import replace
+
+        from ..xmp import sidecar_extra
+
+        options = self.sidecars()
+        return (
+            None if options is None else SidecarTally(replace(options, extra=sidecar_extra(model)))
+        )
+
+
+class SidecarTally:
+    """Writes a command's sidecars: counts what was done, prints each failure as one
+    line naming the sidecar or photo, and says it all in one line at the end."""
+
+    def __init__(self, options: SidecarOptions, *, dry_run: bool = False) -> None:
+        self.options, self.dry_run = options, dry_run
+        self.counts: Counter[str] = Counter()
+
+    @property
+    def failed(self) -> int:
+        return self.counts["failed"]
+
+    def write(self, item: Any, *, need_photo: bool = False) -> None:
+        """``item``: a LocateResult, or a ``--json`` record read back from a results file."""
+        from ..xmp import XmpError, write_record_sidecar, write_result_sidecar
+
+        try:
+            if isinstance(item, dict):
+                done = write_record_sidecar(
+                    item, self.options, dry_run=self.dry_run, need_photo=need_photo
+                )
+            else:
+                done = write_result_sidecar(item, self.options)
+        except XmpError as exc:
+            self.counts["failed"] += 1
+            _err(str(exc))
+            return
+        self.counts[done.action] += 1
+
+    def print_summary(self) -> None:
+        from ..output import stderr_console
+        from ..xmp import sidecar_summary
+
+        stderr_console().print(sidecar_summary(self.counts, dry_run=self.dry_run), markup=False)
+
 
 @app.command("xmp")
 def xmp_cmd(
@@ -110,25 +159,18 @@ def xmp_cmd(
       geoguess xmp places.csv --style replace
     """
     from ..results_reader import read_results
-    from ..xmp import SidecarOptions, XmpError, sidecar_summary, write_record_sidecar
+    from ..xmp import SidecarOptions
 
-    counts: Counter[str] = Counter()
     with _errors():
-        options = SidecarOptions(style=style, all=every, overwrite=overwrite)
+        tally = SidecarTally(
+            SidecarOptions(style=style, all=every, overwrite=overwrite), dry_run=dry_run
+        )
         read = read_results(results)
         for problem in read.problems:
             _err(problem)
         for record in read.records:
-            try:
-                done = write_record_sidecar(record, options, dry_run=dry_run, need_photo=True)
-            except XmpError as exc:
-                counts["failed"] += 1
-                _err(str(exc))
-                continue
-            counts[done.action] += 1
-    from ..output import stderr_console
-
+            tally.write(record, need_photo=True)
     if read.random_weights:
         _note("these results came from random test weights: their positions are not geolocations")
-    stderr_console().print(sidecar_summary(counts, dry_run=dry_run), markup=False)
-    raise typer.Exit(EXIT_SOME_FAILED if counts["failed"] or read.problems else EXIT_OK)
+    tally.print_summary()
+    raise typer.Exit(EXIT_SOME_FAILED if tally.failed or read.problems else EXIT_OK)
