@@ -56,11 +56,9 @@ def hnsw_file(level: int) -> str:
 def parse_levels(text: str | Sequence[int]) -> tuple[int, ...]:
     """``"20,100"`` -> ``(20, 100)``: clusters at level 0, then children per node."""
     if isinstance(text, str):
-        parts = [p.strip() for p in text.replace("x", ",").split(",") if p.strip()]
-        try:
-            levels = tuple(int(p) for p in parts)
-        except ValueError:
-            raise UsageError(f"bad tree levels {text!r}: use numbers like 800 or 20,100") from None
+        from .number_lists import parse_number_list
+
+        levels = tuple(parse_number_list(text, int, "tree levels", separators=",x"))
     else:
         levels = tuple(int(x) for x in text)
     if not levels or len(levels) > MAX_DEPTH:

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 
 from .common import DeviceOpt, ModelOpt, RichReporter, _errors, app
-
-T = TypeVar("T", int, float)
 
 bench_app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -203,16 +200,6 @@ def bench_inference(
 # --- geoguess bench search ------------------------------------------------------------
 
 
-def _numbers(text: str, what: str, kind: Callable[[str], T]) -> list[T]:
-    """``"1,2,4"`` -> ``[1, 2, 4]`` with ``kind`` int or float; UsageError naming the option."""
-    from ..errors import UsageError
-
-    try:
-        return [kind(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise UsageError(f"{what}: expected numbers separated by commas, got {text!r}") from None
-
-
 _SEARCH_COLUMNS = (
     ("method", "method"),
     ("levels", "tree / index"),
@@ -291,6 +278,7 @@ def bench_search(
       geoguess bench search --limit 20000 --levels 200 --levels auto
     """
     from ..bench_search import DEFAULT_CONFIGS, SearchBenchOptions, run_search_bench
+    from ..number_lists import parse_number_list
     from ..output import print_json, print_table, stdout_console
 
     with _errors():
@@ -298,9 +286,9 @@ def bench_search(
             model=model,
             gallery=gallery,
             configs=tuple(levels) if levels else DEFAULT_CONFIGS,
-            beams=_numbers(beams, "--beams", int),
+            beams=parse_number_list(beams, int, "--beams"),
             queries=queries,
-            cosines=_numbers(cosines, "--cosines", float),
+            cosines=parse_number_list(cosines, float, "--cosines"),
             n_queries=n_queries,
             limit=limit,
             seed=seed,

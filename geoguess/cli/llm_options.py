@@ -106,13 +106,9 @@ DEFAULT_REFS = "0,5,10,15"
 
 
 def parse_refs(text: str) -> tuple[tuple[int, int], ...]:
-    from ..errors import UsageError
+    from ..number_lists import parse_number_list
 
-    try:
-        counts = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise UsageError(f"--llm-refs takes comma-separated counts, got {text!r}") from None
-    return tuple((k, k) for k in counts)
+    return tuple((k, k) for k in parse_number_list(text, int, "--llm-refs"))
 
 
 @dataclass(frozen=True)
