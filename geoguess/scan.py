@@ -54,6 +54,15 @@ def default_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
+class ScanInterrupted(KeyboardInterrupt):
+    """Ctrl-C reached a scan outside its ``stop`` event; ``summary`` says what had been
+    done by then (every result up to it was already handed to ``on_result``)."""
+
+    def __init__(self, summary: ScanSummary) -> None:
+        super().__init__()
+        self.summary = summary
+
+
 @dataclass
 class ScanSummary:
     """What a scan did. ``interrupted`` is set when ``stop`` ended it early."""
@@ -404,6 +413,9 @@ def scan_folder(
                 if stop is not None and stop.is_set():
                     summary.interrupted = summary.remaining > 0
                     break
+    except KeyboardInterrupt as exc:
+        summary.interrupted = True
+        raise ScanInterrupted(summary) from exc
     finally:
         results.close()
         summary.elapsed_s = time.perf_counter() - start

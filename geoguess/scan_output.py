@@ -121,6 +121,30 @@ def model_label(model: Mapping[str, Any] | None) -> str:
     return label
 
 
+def scan_record(
+    geo: Any,
+    *,
+    top_k: int,
+    search: str | None = None,
+    beam: int | None = None,
+    llm: str | None = None,
+    raw_candidates: bool = False,
+) -> dict[str, Any]:
+    """The ``model`` record of a scan's output: the model (:func:`geoguess.model.model_record`)
+    and every setting that makes rows differ, so that a resumed output refuses rows made
+    another way (:func:`check_made_alike`)."""
+    from .model import model_record
+
+    return {
+        **model_record(geo),
+        "top_k": top_k,
+        "search": search,
+        "beam": beam,
+        "llm": llm,
+        "candidates": "raw" if raw_candidates else "merged",
+    }
+
+
 def settings_label(model: Mapping[str, Any] | None) -> str:
     """The settings that shaped a row besides model and precision, as ``key=value``
     pairs in key order (``gallery=mp16 search=auto top_k=5``); how a resumed output

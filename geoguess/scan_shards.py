@@ -39,6 +39,7 @@ from .scan_output import (
     _made_with,
     check_made_alike,
     csv_row,
+    open_writer,
 )
 
 if TYPE_CHECKING:
@@ -49,6 +50,7 @@ __all__ = [
     "SHARD_FORMATS",
     "ShardWriter",
     "is_shard_folder",
+    "open_output",
 ]
 
 #: Rows per shard. A CSV row is about 700 bytes, so a shard is about 7 MB and a million
@@ -353,3 +355,29 @@ def _number(path: Path) -> int:
     found = _SHARD.fullmatch(path.name)
     assert found is not None
     return int(found.group(1))
+
+
+def open_output(
+    output: str | os.PathLike[str] | None,
+    fmt: str | None = None,
+    *,
+    model: Mapping[str, Any] | None = None,
+    shard_size: int | None = None,
+    overwrite: bool = False,
+    retry_failed: bool = False,
+) -> Any:
+    """The writer of a scan's output: a folder of shards when ``output`` ends in ``/``
+    (:class:`ShardWriter`), else one CSV, JSON Lines or GeoJSON file, or stdout for None
+    or ``-`` (:func:`geoguess.scan_output.open_writer`). Both resume by default."""
+    if is_shard_folder(output):
+        return ShardWriter(
+            output,  # type: ignore[arg-type]
+            fmt,
+            model=model,
+            shard_size=shard_size or DEFAULT_SHARD_SIZE,
+            overwrite=overwrite,
+            retry_failed=retry_failed,
+        )
+    if shard_size is not None:
+        raise UsageError("--shard-size goes with a folder -o (one ending in '/')")
+    return open_writer(output, fmt, model=model, overwrite=overwrite, retry_failed=retry_failed)

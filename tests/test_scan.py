@@ -151,6 +151,25 @@ def test_scan_folder_stops_after_the_current_result(tiny_home: Path, folder: Pat
     assert summary.interrupted and summary.remaining == summary.found - 1
 
 
+def test_ctrl_c_in_a_scan_says_what_was_done(tiny_home: Path, folder: Path) -> None:
+    from geoguess.geolocator import Geolocator
+    from geoguess.scan import ScanInterrupted
+
+    geo = Geolocator.load()
+    got = []
+
+    def on_result(result: object) -> None:
+        got.append(result)
+        if len(got) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt) as caught:  # still a Ctrl-C for callers
+        scan_folder(geo, folder, batch_size=2, on_result=on_result)
+    assert isinstance(caught.value, ScanInterrupted)
+    done = caught.value.summary
+    assert done.interrupted and done.processed == 2 and done.elapsed_s > 0
+
+
 def test_scan_folder_skips_done_and_matches_locate_many(tiny_home: Path, folder: Path) -> None:
     from geoguess.geolocator import Geolocator
     from geoguess.locate import locate_many

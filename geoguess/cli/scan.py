@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -209,13 +208,12 @@ def scan_cmd(
       geoguess scan trip/ -o trip.csv --map trip.html
     """
     from ..errors import UsageError
-    from ..model import model_record
     from ..output import stderr_console
     from ..reporting import Reporter
     from ..results_reader import read_results
-    from ..scan import check_folder, list_images, scan_folder
-    from ..scan_output import open_writer, output_format
-    from ..scan_shards import DEFAULT_SHARD_SIZE, ShardWriter, is_shard_folder
+    from ..scan import ScanInterrupted, check_folder, list_images, scan_folder
+    from ..scan_output import output_format, scan_record
+    from ..scan_shards import is_shard_folder, open_output
 
     with _errors():
         to_stdout = output is None or output == "-"
@@ -223,6 +221,7 @@ def scan_cmd(
         if to_folder and map_file is not None:
             raise UsageError("--map needs a single output file, not a folder of shards")
         if shard_size is not None and not to_folder:
+            # open_output says so too, but only once the model has loaded.
             raise UsageError("--shard-size goes with a folder -o (one ending in '/')")
         # Shards check their own format (parquet too) when the writer opens.
         out_format = fmt if to_folder else output_format(None if to_stdout else output, fmt)
@@ -244,33 +243,22 @@ def scan_cmd(
             quiet=quiet,
         )
         geo = ray_engine or model_options.open(yes=yes)
-        model_info = {
-            **model_record(geo),
-            # What else makes rows differ: a resumed output refuses rows made otherwise.
-            "top_k": top_k,
-            "search": model_options.search,
-            "beam": model_options.beam,
-            "llm": llm_options.llm,
-            "candidates": "raw" if model_options.raw_candidates else "merged",
-        }
-        writer: Any
-        if to_folder:
-            writer = ShardWriter(
-                output,
-                out_format,
-                model=model_info,
-                shard_size=shard_size or DEFAULT_SHARD_SIZE,
-                overwrite=overwrite,
-                retry_failed=retry_failed,
-            )
-        else:
-            writer = open_writer(
-                None if to_stdout else output,
-                out_format,
-                model=model_info,
-                overwrite=overwrite,
-                retry_failed=retry_failed,
-            )
+        model_info = scan_record(
+            geo,
+            top_k=top_k,
+            search=model_options.search,
+            beam=model_options.beam,
+            llm=llm_options.llm,
+            raw_candidates=model_options.raw_candidates,
+        )
+        writer = open_output(
+            None if to_stdout else output,
+            out_format,
+            model=model_info,
+            shard_size=shard_size,
+            overwrite=overwrite,
+            retry_failed=retry_failed,
+        )
         with writer, refiner or contextlib.nullcontext(), ray_engine or contextlib.nullcontext():
             if writer.dropped_partial:
                 _note(
@@ -281,8 +269,6 @@ def scan_cmd(
             show_progress = not quiet and stderr_console().is_terminal
             reporter = RichReporter(unit="files") if show_progress else Reporter()
             console = reporter.console if isinstance(reporter, RichReporter) else None
-            counts = {"located": 0, "failed": 0}
-            start = time.perf_counter()
 
             sidecars = xmp_options.tally(model_info)
 
@@ -295,7 +281,6 @@ def scan_cmd(
                 if sidecars is not None:
                     sidecars.write(result)
                 if result.error:
-                    counts["failed"] += 1
                     if console is not None:
                         from rich.markup import escape
 
@@ -304,8 +289,6 @@ def scan_cmd(
                         )
                     else:
                         _err(f"{result.file}: {result.error}")
-                else:
-                    counts["located"] += 1
 
             try:
                 if ray_engine is not None:
@@ -324,11 +307,11 @@ def scan_cmd(
                         stop=stop,
                         refiner=refiner,
                     )
-            except KeyboardInterrupt:
-                elapsed = time.perf_counter() - start
+            except ScanInterrupted as exc:
+                done = exc.summary
                 _err(
-                    f"interrupted: {counts['located']} located, {counts['failed']} failed "
-                    f"in {elapsed:.1f} s"
+                    f"interrupted: {done.located} located, {done.failed} failed "
+                    f"in {done.elapsed_s:.1f} s"
                 )
                 raise typer.Exit(EXIT_INTERRUPTED) from None
     if summary.found == 0:
