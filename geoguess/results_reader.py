@@ -163,8 +163,6 @@ def _read_bytes(source: str | os.PathLike[str]) -> tuple[bytes, str]:
         return sys.stdin.buffer.read(MAX_RESULTS_BYTES + 1), "<stdin>"
     path = Path(source)
     try:
-        if path.is_dir():
-            raise UsageError(f"{path}: is a folder; give a scan's CSV, JSON Lines or GeoJSON file")
         if path.stat().st_size > MAX_RESULTS_BYTES:
             raise UsageError(f"{path}: larger than {MAX_RESULTS_BYTES >> 30} GiB")
         return path.read_bytes(), str(path)
@@ -172,15 +170,8 @@ def _read_bytes(source: str | os.PathLike[str]) -> tuple[bytes, str]:
         raise UsageError(f"{path}: cannot read ({os_reason(exc)})") from None
 
 
-def read_results(source: str | os.PathLike[str]) -> ReadResults:
-    """The records of a scan's CSV, JSON Lines or GeoJSON file (``-``: stdin).
-
-    The format is found from the content. Rows that cannot be used are listed in
-    ``problems``; a file that is none of the three raises UsageError.
-    """
-    data, label = _read_bytes(source)
-    text = data.decode("utf-8", "replace").lstrip("\ufeff")
-    out = ReadResults()
+def _read_text(text: str, label: str, out: ReadResults) -> None:
+    """Records of one CSV, JSON Lines or GeoJSON text, told apart by its content."""
     head = text.lstrip()[:1]
     if head == "{":
         try:
@@ -193,27 +184,67 @@ def read_results(source: str | os.PathLike[str]) -> ReadResults:
                     out.records.append(_from_feature(feature))
                 except (KeyError, TypeError, AttributeError):
                     out.problems.append(f"{label}: feature {n} is not a geoguess scan feature")
-        else:
-            for n, line in enumerate(text.splitlines(), 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except ValueError as exc:
-                    out.problems.append(f"{label}: line {n} is not JSON ({one_line(exc, 80)})")
-                    continue
-                if not isinstance(record, dict) or not isinstance(record.get("file"), str):
-                    out.problems.append(f"{label}: line {n} is not a geoguess record")
-                    continue
-                out.records.append(record)
+            return
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError as exc:
+                out.problems.append(f"{label}: line {n} is not JSON ({one_line(exc, 80)})")
+                continue
+            if not isinstance(record, dict) or not isinstance(record.get("file"), str):
+                out.problems.append(f"{label}: line {n} is not a geoguess record")
+                continue
+            out.records.append(record)
+        return
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    if not reader.fieldnames or "path" not in reader.fieldnames:
+        raise UsageError(
+            f"{label}: not a geoguess scan output (CSV with a 'path' column, JSON Lines, "
+            "GeoJSON, or a folder of shards)"
+        )
+    for row in reader:
+        out.records.append(_from_csv_row(row))
+
+
+def _read_shards(folder: Path, out: ReadResults) -> None:
+    from .scan_shards import SETTINGS_FILE, read_parquet_rows, shard_files
+
+    try:
+        shards = shard_files(folder)
+    except OSError as exc:
+        raise UsageError(f"{folder}: cannot read ({os_reason(exc)})") from None
+    if not shards and not (folder / SETTINGS_FILE).exists():
+        raise UsageError(
+            f"{folder}: is a folder but not a scan's folder of shards; give a scan's CSV, "
+            "JSON Lines or GeoJSON file"
+        )
+    for shard in shards:
+        try:
+            if shard.suffix == ".parquet":
+                out.records.extend(_from_csv_row(row) for row in read_parquet_rows(shard))
+            else:
+                text = shard.read_bytes().decode("utf-8", "replace")
+                _read_text(text, str(shard), out)
+        except OSError as exc:
+            out.problems.append(f"{shard}: cannot read ({os_reason(exc)})")
+        except UsageError as exc:
+            out.problems.append(str(exc))
+
+
+def read_results(source: str | os.PathLike[str]) -> ReadResults:
+    """The records of a scan's CSV, JSON Lines or GeoJSON file (``-``: stdin), or of a
+    folder of shards (``scan -o OUTDIR/``: CSV, JSON Lines or Parquet), in order.
+
+    The format is found from the content. Rows that cannot be used are listed in
+    ``problems``; a file that is none of these raises UsageError.
+    """
+    out = ReadResults()
+    if os.fspath(source) != "-" and Path(source).is_dir():
+        _read_shards(Path(source), out)
     else:
-        reader = csv.DictReader(io.StringIO(text, newline=""))
-        if not reader.fieldnames or "path" not in reader.fieldnames:
-            raise UsageError(
-                f"{label}: not a geoguess scan output (CSV with a 'path' column, JSON Lines "
-                "or GeoJSON)"
-            )
-        for row in reader:
-            out.records.append(_from_csv_row(row))
+        data, label = _read_bytes(source)
+        _read_text(data.decode("utf-8", "replace").lstrip("\ufeff"), label, out)
     out.random_weights = any(_is_random(r.get("model")) for r in out.records)
     return out

@@ -76,6 +76,17 @@ def is_shard_folder(output: str | os.PathLike[str] | None) -> bool:
     return text.endswith(("/", os.sep)) or Path(text).is_dir()
 
 
+def shard_files(folder: str | os.PathLike[str]) -> list[Path]:
+    """The shards in a scan's output folder, in the order they were written."""
+    found = [p for p in Path(folder).iterdir() if _SHARD.fullmatch(p.name)]
+    return sorted(found, key=_number)
+
+
+def read_parquet_rows(path: Path) -> list[dict[str, str]]:
+    """A Parquet shard's rows as CSV-like dicts (its columns are the CSV's)."""
+    return _pyarrow().parquet.read_table(path).to_pylist()
+
+
 @dataclass
 class _Shard:
     path: Path
@@ -167,8 +178,7 @@ class ShardWriter:
     # --- resume ---------------------------------------------------------------------
 
     def _shard_paths(self) -> list[Path]:
-        found = [p for p in self.folder.iterdir() if _SHARD.fullmatch(p.name)]
-        return sorted(found, key=_number)
+        return shard_files(self.folder)
 
     def _clear(self) -> None:
         for path in [*self._shard_paths(), self.folder / SETTINGS_FILE]:

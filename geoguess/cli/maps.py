@@ -14,7 +14,8 @@ def map_cmd(
     results: Annotated[
         str,
         typer.Argument(
-            help="A scan's output: CSV, JSON Lines or GeoJSON; '-' reads stdin.",
+            help="A scan's output: CSV, JSON Lines or GeoJSON, or a folder of shards; "
+            "'-' reads stdin.",
             show_default=False,
         ),
     ],

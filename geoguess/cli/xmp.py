@@ -123,7 +123,8 @@ def xmp_cmd(
     results: Annotated[
         str,
         typer.Argument(
-            help="A scan's output (CSV, JSON Lines or GeoJSON), reviewed or not; '-' reads stdin.",
+            help="A scan's output (CSV, JSON Lines or GeoJSON, or a folder of shards), "
+            "reviewed or not; '-' reads stdin.",
             show_default=False,
         ),
     ],
