@@ -120,7 +120,25 @@ def _from_csv_row(row: dict[str, str]) -> dict[str, Any]:
         "error": row.get("error") or None,
         "model": row.get("model") or None,
         **({"reviewed": reviewed} if reviewed else {}),
+        **({"llm": llm} if (llm := _llm_from_csv(row)) else {}),
     }
+
+
+def _llm_from_csv(row: dict[str, str]) -> dict[str, Any] | None:
+    """The ``llm`` record as far as a CSV keeps it: the refined answer and its source."""
+    lat, lon = _float(row.get("llm_lat")), _float(row.get("llm_lon"))
+    if lat is None or lon is None:
+        return None
+    # "retrieval #N": a GeoCLIP candidate; "<prompt>, sample K": the model's own answer.
+    # A CSV keeps no fallback flag; a fallback is GeoCLIP's best guess, where lat/lon are.
+    source = "retrieval" if (row.get("llm_source") or "").startswith("retrieval") else "llm"
+    best = {
+        "lat": lat,
+        "lon": lon,
+        "source": source,
+        "place": {"name": row["llm_place"]} if row.get("llm_place") else None,
+    }
+    return {"model": row.get("llm_model") or None, "best": best, "fallback": False}
 
 
 def _from_feature(feature: dict[str, Any]) -> dict[str, Any]:

@@ -60,6 +60,14 @@ SIDECAR_STYLES = ("append", "replace")
 PROCESSING_METHOD = "geoguess estimate from image content, not a GPS fix"
 #: The same for a position a person moved or confirmed after the scan.
 REVIEWED_METHOD = "geoguess estimate from image content, reviewed by a person; not a GPS fix"
+#: The same for the answer of a vision language model (``--llm``), checked with GeoCLIP.
+REFINED_METHOD = (
+    "geoguess estimate from image content, refined with a vision language model and "
+    "GeoCLIP; not a GPS fix"
+)
+#: Positions closer than this (about a metre) are one: a CSV keeps 6 decimals.
+_SAME_DEGREES = 1e-5
+_METHODS = {"estimate": PROCESSING_METHOD, "reviewed": REVIEWED_METHOD, "refined": REFINED_METHOD}
 #: Existing sidecars larger than this are not parsed (real ones are kilobytes).
 MAX_SIDECAR_BYTES = 16 << 20
 
@@ -324,30 +332,61 @@ def _reviewed_position(record: Mapping[str, Any]) -> tuple[float, float]:
     return out[0], out[1]
 
 
-def record_position(record: Mapping[str, Any]) -> tuple[float, float, bool] | None:
-    """Where a ``--json`` record's sidecar puts the photo: ``(lat, lon, reviewed)``.
+def _refined(record: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The ``--llm`` answer when it moved the photo: the refinement's best (the language
+    model's answer, or a GeoCLIP candidate it ranked first) unless it fell back, and
+    only where it differs from GeoCLIP's best guess. Deciding by position lets a CSV,
+    which keeps the answer's coordinates but no fallback flag, give the same sidecar."""
+    llm = record.get("llm")
+    best = llm.get("best") if isinstance(llm, Mapping) else None
+    if not isinstance(best, Mapping) or llm.get("fallback"):
+        return None
+    predictions = record.get("predictions") or []
+    if predictions and (
+        abs(float(best["lat"]) - float(predictions[0]["lat"])) <= _SAME_DEGREES
+        and abs(float(best["lon"]) - float(predictions[0]["lon"])) <= _SAME_DEGREES
+    ):
+        return None
+    return best
 
-    A ``reviewed`` position (a person moved the guess: an edited ``lat``/``lon`` in a
+
+def record_position(record: Mapping[str, Any]) -> tuple[float, float, str] | None:
+    """Where a ``--json`` record's sidecar puts the photo: ``(lat, lon, kind)``.
+
+    ``kind`` is ``reviewed``: a person moved the guess (an edited ``lat``/``lon`` in a
     scan's CSV, a moved point in its GeoJSON, or a ``"reviewed": {"lat", "lon"}`` member
-    in JSON Lines) wins over the best candidate. None: the record has no position.
+    in JSON Lines); else ``refined``: the ``--llm`` answer, where it differs from
+    GeoCLIP's; else ``estimate``: the best candidate. None: the record has no position.
     """
     if record.get("reviewed"):
-        return (*_reviewed_position(record), True)
+        return (*_reviewed_position(record), "reviewed")
+    refined = _refined(record)
+    if refined is not None:
+        return float(refined["lat"]), float(refined["lon"]), "refined"
     predictions = record.get("predictions") or []
     if not predictions:
         return None
-    return float(predictions[0]["lat"]), float(predictions[0]["lon"]), False
+    return float(predictions[0]["lat"]), float(predictions[0]["lon"]), "estimate"
 
 
 def record_properties(record: Mapping[str, Any]) -> dict[str, Any]:
     """The geoguess-namespace properties of a record's sidecar.
 
-    A reviewed position carries no probability, spread or place: those describe the
-    model's guess, not where the person put the photo.
+    A reviewed or refined position carries no probability, spread or confidence: those
+    describe GeoCLIP's distribution, not where the person or the language model put the
+    photo. A refined one names the language model (``RefinedBy``) and its place.
     """
+    from .places import describe
+
     props: dict[str, Any] = {}
     if record.get("reviewed"):
         props["Reviewed"] = "True"
+        return {**props, **_model_properties(record.get("model"))}
+    refined = _refined(record)
+    if refined is not None:
+        props["RefinedBy"] = record["llm"].get("model")
+        if refined.get("place"):
+            props["Place"] = describe(refined["place"])
         return {**props, **_model_properties(record.get("model"))}
     predictions = record.get("predictions") or []
     if predictions:
@@ -355,8 +394,6 @@ def record_properties(record: Mapping[str, Any]) -> dict[str, Any]:
         if best.get("probability") is not None:
             props["Probability"] = f"{float(best['probability']):.6g}"
         if best.get("place"):
-            from .places import describe
-
             props["Place"] = describe(best["place"])
     for key, radius in sorted((record.get("spread_km") or {}).items()):
         if key.startswith("p") and key[1:].isdigit() and radius is not None:
@@ -404,7 +441,7 @@ def write_record_sidecar(
         return XmpResult(path, "skipped", "the photo was not located")
     if need_photo and not os.path.isfile(photo):
         raise XmpError(photo, "no such photo here; a sidecar goes beside its photo")
-    lat, lon, reviewed = position
+    lat, lon, kind = position
     return write_sidecar(
         photo,
         lat,
@@ -412,7 +449,7 @@ def write_record_sidecar(
         style=options.style,
         overwrite=options.overwrite,
         properties={**record_properties(record), **options.extra},
-        method=REVIEWED_METHOD if reviewed else PROCESSING_METHOD,
+        method=_METHODS[kind],
         dry_run=dry_run,
     )
 

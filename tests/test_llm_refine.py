@@ -597,6 +597,55 @@ def test_scan_refines_with_bounded_concurrency(cli_home, tmp_path, server) -> No
     assert "LLM usage: 12 requests" in r.stderr
 
 
+def test_sidecars_hold_the_refined_answer_and_the_fallback_stays_geoclips(
+    cli_home, tmp_path, server, photo
+) -> None:
+    """A sidecar holds the language model's answer when it gave one (scan --xmp and,
+    from the CSV afterwards, geoguess xmp)."""
+    from exiftool_reader import exiftool
+
+    from geoguess.xmp import sidecar_path
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(2):  # without EXIF GPS, so that they get sidecars
+        Image.open(photo).save(folder / f"p{i}.jpg")
+    # One request per photo, one at a time, in order: p0 gets an answer, p1 none that
+    # parses (GeoCLIP's answer stands).
+    server.respond = lambda seen: Reply(
+        contents=[_json(-12.5, 130.8, "Darwin") if len(server.seen) == 1 else "no idea"]
+    )
+    out = tmp_path / "out.csv"
+    r = _cli(
+        "scan", str(folder), "-o", str(out), "--quiet", "--xmp",
+        "--llm", "openai/test-model", "--llm-base-url", server.url, "--llm-concurrency", "1",
+        "--llm-refs", "0", "--llm-samples", "1", "--llm-retries", "0",
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    rows = {Path(row["path"]).name: row for row in csv.DictReader(out.open(encoding="utf-8"))}
+    for name, row in rows.items():
+        tags = exiftool(sidecar_path(folder / name))
+        moved = (row["llm_lat"], row["llm_lon"]) != (row["lat"], row["lon"])
+        # The refinement's answer where it moved the photo (the verification may rank a
+        # GeoCLIP candidate first), else GeoCLIP's best guess with its probability.
+        want = (row["llm_lat"], row["llm_lon"]) if moved else (row["lat"], row["lon"])
+        assert abs(tags["XMP-exif:GPSLatitude"] - float(want[0])) < 1e-5, name
+        assert abs(tags["XMP-exif:GPSLongitude"] - float(want[1])) < 1e-5, name
+        assert ("XMP-geoguess:RefinedBy" in tags) == moved
+        assert ("XMP-geoguess:Probability" in tags) == (not moved)
+        if moved:
+            assert tags["XMP-geoguess:RefinedBy"] == "openai/test-model"
+            assert "vision language model" in tags["XMP-exif:GPSProcessingMethod"]
+    assert rows["p1.jpg"]["llm_source"].startswith("retrieval")  # the fallback
+    # From the CSV afterwards: the same sidecars, byte for byte.
+    made = {p.name: p.read_bytes() for p in folder.glob("*.xmp")}
+    for side in folder.glob("*.xmp"):
+        side.unlink()
+    r = _cli("xmp", str(out))
+    assert r.exit_code == 0, r.output
+    assert {p.name: p.read_bytes() for p in folder.glob("*.xmp")} == made
+
+
 def test_scan_goes_on_when_the_llm_fails(cli_home, tmp_path, server, photo) -> None:
     folder = tmp_path / "photos"
     folder.mkdir()

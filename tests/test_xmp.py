@@ -14,24 +14,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from exiftool_reader import EXIFTOOL, exiftool
 from typer.testing import CliRunner
 
 from geoguess.cli import app
 from geoguess.xmp import XmpError, sidecar_path, write_sidecar, xmp_coordinate
-
-EXIFTOOL = shutil.which("exiftool")
-
-
-def exiftool(*args: str | Path) -> dict:
-    if EXIFTOOL is None:
-        pytest.fail("exiftool not found: apt-get install libimage-exiftool-perl", pytrace=False)
-    out = subprocess.run(
-        [EXIFTOOL, "-json", "-n", "-G1", *map(str, args)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return json.loads(out)[0]
 
 
 def sha256(path: Path) -> str:
@@ -422,3 +409,34 @@ def test_a_review_replaces_only_our_own_estimate(tmp_path: Path) -> None:
     _tagged_sidecar(other.parent, "-XMP-exif:GPSLatitude=51.5", "-XMP-exif:GPSLongitude=-0.12")
     assert write_sidecar(other, 11.0, 21.0, properties=review).action == "kept"
     assert write_sidecar(other, 11.0, 21.0, properties=review, overwrite=True).action == "merged"
+
+
+def test_which_position_a_record_gives_its_sidecar() -> None:
+    from geoguess.xmp import record_position, record_properties
+
+    base = {
+        "file": "a.jpg",
+        "predictions": [{"lat": 48.8566, "lon": 2.3522, "probability": 0.2, "place": None}],
+        "spread_km": {"p50": 120.04},
+        "confidence": "region",
+        "model": {"name": "m", "precision": "int8"},
+    }
+    assert record_position(base) == (48.8566, 2.3522, "estimate")
+    assert record_properties(base) == {
+        "Probability": "0.2",
+        "SpreadP50Km": "120.0",
+        "Confidence": "region",
+        "Model": "m/int8",
+    }
+    llm = {"model": "gpt-4o", "fallback": False, "best": {"lat": 45.764, "lon": 4.8357}}
+    refined = {**base, "llm": llm}
+    assert record_position(refined) == (45.764, 4.8357, "refined")
+    assert record_properties(refined) == {"RefinedBy": "gpt-4o", "Model": "m/int8"}
+    # A fallback, or an answer at GeoCLIP's own best guess, leaves the estimate.
+    assert record_position({**base, "llm": {**llm, "fallback": True}})[2] == "estimate"
+    same = {**llm, "best": {"lat": 48.8566, "lon": 2.3522}}
+    assert record_position({**base, "llm": same})[2] == "estimate"
+    # A person's review wins over both.
+    reviewed = {**refined, "reviewed": {"lat": 43.2965, "lon": 5.3698}}
+    assert record_position(reviewed) == (43.2965, 5.3698, "reviewed")
+    assert record_properties(reviewed) == {"Reviewed": "True", "Model": "m/int8"}
