@@ -573,7 +573,7 @@ def format_table(rows: Sequence[BenchRow]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from geoguess.cli.bench import _numbers
+    from geoguess.number_lists import parse_number_list
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model")
@@ -602,17 +602,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         model=args.model,
         gallery=args.gallery,
         configs=tuple(args.levels) if args.levels else DEFAULT_CONFIGS,
-        beams=_numbers(args.beams, "--beams", int),
+        beams=parse_number_list(args.beams, int, "--beams"),
         tops=[t.strip() for t in args.tops.split(",") if t.strip()],
         queries=args.queries,
-        cosines=_numbers(args.cosines, "--cosines", float),
+        cosines=parse_number_list(args.cosines, float, "--cosines"),
         n_queries=args.n_queries,
         scale=args.scale,
         limit=args.limit,
         jitter_km=args.jitter_km,
-        hnsw_efs=_numbers(args.ef, "--ef", int),
+        hnsw_efs=parse_number_list(args.ef, int, "--ef"),
         replay_queries=args.replay_queries,
-        top_efs=_numbers(args.top_efs, "--top-efs", int),
+        top_efs=parse_number_list(args.top_efs, int, "--top-efs"),
         flat_queries=args.flat_queries,
         compare_nodes=args.compare_nodes,
         workdir=args.workdir,

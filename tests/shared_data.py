@@ -43,3 +43,16 @@ def manifest_params() -> list[Any]:
         missing(MANIFEST)
     with MANIFEST.open(newline="", encoding="utf-8") as handle:
         return [pytest.param(row, id=row["file"]) for row in csv.DictReader(handle)]
+
+
+def sample_folder(tmp_path: Path, photos_dir: Path) -> Path:
+    """A folder of four shared photos: two without GPS, one with, one truncated
+    (``broken.jpg``), copied under ``tmp_path/photos`` for tests that write beside them."""
+    import shutil
+
+    root = tmp_path / "photos"
+    root.mkdir()
+    for name in ("es_Canon_40D.jpg", "orient_landscape_3.jpg", "gps_DSCN0010.jpg"):
+        shutil.copy(photos_dir / name, root / name)
+    shutil.copy(photos_dir / "pillow_truncated_jpeg.jpg", root / "broken.jpg")
+    return root

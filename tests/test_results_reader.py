@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 import importlib.util
-import shutil
 from pathlib import Path
 
 import pytest
+from shared_data import sample_folder
 from typer.testing import CliRunner
 
 from geoguess.cli import app
 from geoguess.errors import UsageError
 from geoguess.results_reader import read_results
-
-
-def _photos(tmp_path: Path, photos_dir: Path) -> Path:
-    root = tmp_path / "photos"
-    root.mkdir()
-    for name in ("es_Canon_40D.jpg", "orient_landscape_3.jpg", "gps_DSCN0010.jpg"):
-        shutil.copy(photos_dir / name, root / name)
-    shutil.copy(photos_dir / "pillow_truncated_jpeg.jpg", root / "broken.jpg")
-    return root
 
 
 def _key(records: list[dict]) -> list[tuple]:
@@ -47,7 +38,7 @@ if importlib.util.find_spec("pyarrow") is not None:
 def test_a_folder_of_shards_reads_as_its_single_file_scan(
     tiny_home: Path, photos_dir: Path, tmp_path: Path, fmt: str
 ) -> None:
-    root = _photos(tmp_path, photos_dir)
+    root = sample_folder(tmp_path, photos_dir)
     single = tmp_path / "all.csv"
     assert CliRunner().invoke(app, ["scan", str(root), "-o", str(single)]).exit_code == 1
     shards = tmp_path / "out"

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from exiftool_reader import EXIFTOOL, exiftool
+from shared_data import sample_folder
 from typer.testing import CliRunner
 
 from geoguess.cli import app
@@ -170,15 +171,6 @@ def test_a_hostile_or_foreign_sidecar_is_left_alone(
     assert side.read_bytes() == content
 
 
-def _photos(tmp_path: Path, photos_dir: Path) -> Path:
-    root = tmp_path / "photos"
-    root.mkdir()
-    for name in ("es_Canon_40D.jpg", "orient_landscape_3.jpg", "gps_DSCN0010.jpg"):
-        shutil.copy(photos_dir / name, root / name)
-    shutil.copy(photos_dir / "pillow_truncated_jpeg.jpg", root / "broken.jpg")
-    return root
-
-
 def _rows(path: Path) -> dict[str, dict[str, str]]:
     with path.open(newline="", encoding="utf-8") as f:
         return {Path(r["path"]).name: r for r in csv.DictReader(f)}
@@ -187,7 +179,7 @@ def _rows(path: Path) -> dict[str, dict[str, str]]:
 def test_scan_writes_sidecars_for_photos_without_gps(
     tiny_home: Path, photos_dir: Path, tmp_path: Path
 ) -> None:
-    root = _photos(tmp_path, photos_dir)
+    root = sample_folder(tmp_path, photos_dir)
     originals = {p.name: sha256(p) for p in root.iterdir()}
     out = tmp_path / "out.csv"
     res = CliRunner().invoke(app, ["scan", str(root), "-o", str(out), "--xmp"])
@@ -213,7 +205,7 @@ def test_scan_writes_sidecars_for_photos_without_gps(
 
 
 def test_scan_xmp_all_and_replace_style(tiny_home: Path, photos_dir: Path, tmp_path: Path) -> None:
-    root = _photos(tmp_path, photos_dir)
+    root = sample_folder(tmp_path, photos_dir)
     out = tmp_path / "out.jsonl"
     args = ["scan", str(root), "-o", str(out), "--xmp", "--xmp-all", "--xmp-style", "replace"]
     res = CliRunner().invoke(app, args)
@@ -259,7 +251,7 @@ def _write_rows(path: Path, rows: list[dict[str, str]]) -> None:
 def test_locate_xmp_writes_what_scan_xmp_writes(
     tiny_home: Path, photos_dir: Path, tmp_path: Path
 ) -> None:
-    root = _photos(tmp_path, photos_dir)
+    root = sample_folder(tmp_path, photos_dir)
     photo, with_gps = root / "es_Canon_40D.jpg", root / "gps_DSCN0010.jpg"
     res = CliRunner().invoke(app, ["locate", str(photo), str(with_gps), "--xmp"])
     assert res.exit_code == 0, res.output
@@ -280,7 +272,7 @@ def test_locate_xmp_writes_what_scan_xmp_writes(
 def test_xmp_from_a_scan_equals_scan_xmp_and_a_review_wins(
     tiny_home: Path, photos_dir: Path, tmp_path: Path
 ) -> None:
-    root = _photos(tmp_path, photos_dir)
+    root = sample_folder(tmp_path, photos_dir)
     originals = {p.name: sha256(p) for p in root.iterdir()}
     out = tmp_path / "out.csv"
     CliRunner().invoke(app, ["scan", str(root), "-o", str(out), "--xmp"])
@@ -331,7 +323,7 @@ def test_xmp_from_a_scan_equals_scan_xmp_and_a_review_wins(
 def test_xmp_bad_rows_are_one_line_each_and_the_rest_go_on(
     tiny_home: Path, photos_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    root = _photos(tmp_path, photos_dir)
+    root = sample_folder(tmp_path, photos_dir)
     (root / "copy.jpg").write_bytes((root / "es_Canon_40D.jpg").read_bytes())
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "out.csv"
@@ -358,7 +350,7 @@ def test_xmp_bad_rows_are_one_line_each_and_the_rest_go_on(
 def test_xmp_from_moved_geojson_points_and_reviewed_json_lines(
     tiny_home: Path, photos_dir: Path, tmp_path: Path
 ) -> None:
-    root = _photos(tmp_path, photos_dir)
+    root = sample_folder(tmp_path, photos_dir)
     geo = tmp_path / "out.geojson"
     CliRunner().invoke(app, ["scan", str(root), "-o", str(geo)])
     data = json.loads(geo.read_text(encoding="utf-8"))
