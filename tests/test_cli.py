@@ -88,3 +88,30 @@ def test_unknown_precision_is_a_usage_error(tiny_home, photos_dir):
 def test_bad_arguments_exit_2(tiny_home, args):
     res = runner.invoke(app, args)
     assert res.exit_code == 2
+
+
+def test_help_texts_do_not_break_lines_in_an_80_column_terminal() -> None:
+    # Typer keeps a docstring's line breaks; a line longer than the terminal leaves a
+    # stub of one or two words on a line of its own ("CLIP" above "ViT-L/14 ...").
+    import typer
+
+    def commands(c, path=()):
+        if hasattr(c, "commands"):
+            for name, sub in c.commands.items():
+                yield from commands(sub, (*path, name))
+        yield path, c
+
+    too_long = []
+    for path, command in commands(typer.main.get_command(app)):
+        for paragraph in (command.help or "").split("\n\n"):
+            lines = paragraph.splitlines()
+            if len(lines) < 2:
+                continue  # one line: rich wraps it as a paragraph
+            too_long += [(" ".join(path), line) for line in lines if len(line) > 76]
+    assert not too_long
+
+
+def test_help_lists_commands_in_the_order_people_use_them() -> None:
+    res = CliRunner().invoke(app, ["--help"], terminal_width=100)
+    at = [res.output.find(f"│ {name} ") for name in ("locate", "scan", "map", "xmp", "eval")]
+    assert -1 not in at and at == sorted(at), res.output

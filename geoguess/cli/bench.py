@@ -98,11 +98,11 @@ def bench_inference(
 ) -> None:
     """Per-image latency (warm and cold), peak memory and scan throughput.
 
-    Times geoguess at each precision, and with --reference the reference geoclip
-    predict() (it re-encodes the 100K gallery on every call), on the same photos in
-    one run, each in its own process, taking turns photo by photo, and prints the
-    ratios. Build a benchmark model with the real ViT-L/14 geometry first if the real
-    weights cannot be downloaded:
+    Times geoguess at each precision, and with --reference the reference
+    geoclip predict() (it re-encodes the 100K gallery on every call), on the
+    same photos in one run, each in its own process, taking turns photo by
+    photo, and prints the ratios. Build a benchmark model with the real
+    ViT-L/14 geometry first if the real weights cannot be downloaded:
 
       geoguess models build --backbone random:vit-l14 --name bench-vitl14
 
@@ -267,7 +267,7 @@ def bench_search(
     seed: Annotated[int, typer.Option(help="Seed for held-out points and noise.")] = 0,
     json_out: RowsJsonOpt = False,
 ) -> None:
-    """Tree search against exact flat search: agreement, dot products, speed, memory.
+    """Tree search against flat search: agreement, dot products, speed, memory.
 
     [bold]Examples[/]
 

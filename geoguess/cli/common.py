@@ -51,6 +51,14 @@ class DefaultToLocate(TyperGroup):
     def format_usage(self, ctx: Any, formatter: Any) -> None:
         formatter.write_usage("geoguess", "[OPTIONS] PHOTO... | COMMAND [ARGS]...")
 
+    #: ``--help`` lists commands in the order of a user's day, not of registration.
+    ORDER = ("locate", "scan", "map", "xmp", "eval", "models", "bench")
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        names = super().list_commands(ctx)
+        rank = {name: i for i, name in enumerate(self.ORDER)}
+        return sorted(names, key=lambda n: (rank.get(n, len(rank)), n))
+
 
 app = typer.Typer(
     cls=DefaultToLocate,

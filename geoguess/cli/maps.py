@@ -40,8 +40,9 @@ def map_cmd(
         ),
     ] = None,
 ) -> None:
-    """Draw a scan's results on a map: one marker per photo, coloured by its error
-    against EXIF GPS.
+    """Draw a scan's results on a map, one marker per photo coloured by its error.
+
+    The error is the distance to the photo's EXIF GPS, where it has one.
 
     [bold]Examples[/]
 

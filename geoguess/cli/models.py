@@ -71,12 +71,12 @@ def models_build(
         typer.Option(min=1, help="Keep only the first N gallery points (quick test builds)."),
     ] = None,
 ) -> None:
-    """Build a model set: fetch the weights, write the ONNX graphs, quantise, embed the
-    gallery, install.
+    """Build a model set: fetch weights, write ONNX graphs, quantise, install.
 
-    Downloads (resumable, checked by sha256) what is not on this machine yet: the CLIP
-    ViT-L/14 weights from the Hugging Face hub (HF_HOME, HF_ENDPOINT and HF_TOKEN
-    apply) and GeoCLIP's weights from the package index.
+    Downloads (resumable, checked by sha256) what is not on this machine yet:
+    the CLIP ViT-L/14 weights from the Hugging Face hub (HF_HOME, HF_ENDPOINT
+    and HF_TOKEN apply) and GeoCLIP's weights from the package index, then
+    embeds the gallery.
 
     [bold]Examples[/]
 
@@ -169,7 +169,7 @@ def models_info(
     device: DeviceOpt = "auto",
     json_out: JsonObjectOpt = False,
 ) -> None:
-    """Show a model set's manifest summary, quality figures and the provider in use."""
+    """Show a model set's manifest summary, quality figures and provider in use."""
     from ..output import print_json
     from ..store import get_model
     from .render import show_model_info
@@ -203,12 +203,11 @@ def models_verify(
         str | None, typer.Argument(help="Model set \\[default: the default one].")
     ] = None,
 ) -> None:
-    """Check a model set's manifest and every file against the sha256 in it, and the
-    set's derived cache.
+    """Check every file of a model set, and its derived cache, against the sha256s.
 
-    A damaged file makes geoguess refuse the set until a later verify finds it whole
-    (or the set is rebuilt or reinstalled with --force). Damaged cache entries are
-    moved aside and rebuilt at their next use.
+    A damaged file makes geoguess refuse the set until a later verify finds it
+    whole (or the set is rebuilt or reinstalled with --force). Damaged cache
+    entries are moved aside and rebuilt at their next use.
     """
     from .. import derived
     from ..store import verify_model
@@ -320,7 +319,7 @@ def models_install(
     name: Annotated[str | None, typer.Option(help="Install under this name.")] = None,
     force: Annotated[bool, typer.Option(help="Replace an installed set of the same name.")] = False,
 ) -> None:
-    """Install a built model set, checking every file's sha256 against its manifest."""
+    """Install a built model set, checking each file's sha256 against its manifest."""
     from ..store import install_model
 
     with _errors():

@@ -146,10 +146,11 @@ def xmp_cmd(
 ) -> None:
     """Write XMP sidecars from a scan's results, after you reviewed them.
 
-    Each row's best guess goes beside its photo; a position you changed (an edited
-    lat/lon in the CSV, a point moved in the GeoJSON, a "reviewed" member in JSON Lines)
-    is written instead and marked as reviewed. Delete a row to write nothing for it.
-    Relative paths are read from the current folder, as the scan wrote them.
+    Each row's best guess goes beside its photo. A position you changed (an
+    edited lat/lon in the CSV, a point moved in the GeoJSON, a "reviewed" member
+    in JSON Lines) is written instead, marked as reviewed. Delete a row to
+    write nothing for it. Relative paths start from the current folder, as
+    the scan wrote them.
 
     [bold]Examples[/]
 
