@@ -109,6 +109,17 @@ def test_help_texts_do_not_break_lines_in_an_80_column_terminal() -> None:
                 continue  # one line: rich wraps it as a paragraph
             too_long += [(" ".join(path), line) for line in lines if len(line) > 76]
     assert not too_long
+    # Typer dedents the paragraphs after the summary as one block, its first line
+    # aside: when every other line is indented (only examples follow "Examples"),
+    # the examples lose their indent.
+    import inspect
+
+    flush = []
+    for path, command in commands(typer.main.get_command(app)):
+        rest = "\n\n".join((command.help or "").split("\n\n")[1:])
+        if rest and inspect.cleandoc(rest) != rest.strip("\n"):
+            flush.append(" ".join(path))
+    assert not flush
 
 
 def test_help_lists_commands_in_the_order_people_use_them() -> None:

@@ -269,6 +269,9 @@ def bench_search(
 ) -> None:
     """Tree search against flat search: agreement, dot products, speed, memory.
 
+    Builds each tree over the gallery with held-out query points removed, and
+    compares its top-1 with exact flat search (docs/search.md).
+
     [bold]Examples[/]
 
       geoguess bench search

@@ -53,6 +53,10 @@ def locate_cmd(
 ) -> None:
     """Locate photos: a table of candidate places per photo (the default command).
 
+    Under each table: the spread of the probability around the best guess, a
+    confidence word, where the probability lies by country and region, and the
+    photo's EXIF GPS with the error of the guess when it has one.
+
     [bold]Examples[/]
 
       geoguess photo.jpg
