@@ -103,7 +103,27 @@ def scan_feature(record: Mapping[str, Any]) -> dict[str, Any]:
         props["place"] = _place_text(best.get("place"))
         props["probability"] = best["probability"]
         geometry = _point(best["lat"], best["lon"])
+    reviewed = _reviewed(record)
+    if reviewed is not None:
+        # Read back from a file a person edited: the point is theirs, so the place,
+        # probability and error of GeoCLIP's guess no longer describe it.
+        from .geo import haversine_km
+
+        lat, lon = reviewed
+        geometry = _point(lat, lon)
+        props.update(reviewed=True, place=None, probability=None)
+        if gps:
+            props["error_km"] = round(float(haversine_km(lat, lon, gps["lat"], gps["lon"])), 1)
     return _feature(geometry, props)
+
+
+def _reviewed(record: Mapping[str, Any]) -> tuple[float, float] | None:
+    from .results_reader import reviewed_position
+
+    try:
+        return reviewed_position(record)
+    except ValueError:
+        return None  # drawn at the guess; geoguess xmp names the bad value
 
 
 def collection(features: Iterable[Mapping[str, Any]]) -> dict[str, Any]:

@@ -315,21 +315,14 @@ def write_sidecar(
 
 
 def _reviewed_position(record: Mapping[str, Any]) -> tuple[float, float]:
-    photo = record.get("file", "")
-    reviewed = record["reviewed"]
-    out = []
-    for axis, limit in (("lat", 90.0), ("lon", 180.0)):
-        value = reviewed.get(axis) if isinstance(reviewed, Mapping) else None
-        try:
-            number = float(value)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            number = float("nan")
-        if not -limit <= number <= limit:
-            raise XmpError(
-                photo, f"reviewed {axis} {value!r} is not a number from {-limit:g} to {limit:g}"
-            )
-        out.append(number)
-    return out[0], out[1]
+    from .results_reader import reviewed_position
+
+    try:
+        position = reviewed_position(record)
+    except ValueError as exc:
+        raise XmpError(record.get("file", ""), str(exc)) from None
+    assert position is not None
+    return position
 
 
 def _refined(record: Mapping[str, Any]) -> Mapping[str, Any] | None:

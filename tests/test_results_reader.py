@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
+from browser import browse
 from shared_data import sample_folder
 from typer.testing import CliRunner
 
@@ -74,3 +76,55 @@ def test_a_folder_that_is_not_a_scan_is_refused(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["xmp", str(tmp_path)])
     assert res.exit_code == 2
     assert "not a scan's folder of shards" in res.output
+
+
+def test_a_reviewed_row_is_drawn_where_the_person_put_it(
+    tiny_home: Path, photos_dir: Path, tmp_path: Path
+) -> None:
+    import csv
+
+    from geoguess.geojson import scan_feature
+    from geoguess.maps.html import read_data
+
+    root = sample_folder(tmp_path, photos_dir)
+    out = tmp_path / "out.csv"
+    CliRunner().invoke(app, ["scan", str(root), "-o", str(out)])
+    rows = list(csv.DictReader(out.open(newline="", encoding="utf-8")))
+    for row in rows:
+        if row["path"].endswith("gps_DSCN0010.jpg"):
+            row["lat"], row["lon"] = "43.46745", "11.88513"  # onto its own EXIF GPS
+        if row["path"].endswith("es_Canon_40D.jpg"):
+            row["lat"] = "north"  # not a number: drawn at the guess
+    edited = tmp_path / "edited.csv"
+    with edited.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    features = {
+        Path(f["properties"]["file"]).name: f
+        for f in map(scan_feature, read_results(edited).records)
+    }
+    moved = features["gps_DSCN0010.jpg"]
+    assert moved["geometry"]["coordinates"] == [11.88513, 43.46745]
+    assert moved["properties"]["reviewed"] is True
+    assert moved["properties"]["error_km"] < 0.1  # recomputed for the new point
+    assert moved["properties"]["probability"] is None
+    assert "reviewed" not in features["orient_landscape_3.jpg"]["properties"]
+    bad = features["es_Canon_40D.jpg"]
+    assert bad["geometry"]["coordinates"][1] == pytest.approx(
+        bad["properties"]["candidates"][0]["lat"]
+    )
+
+    page = tmp_path / "map.html"
+    res = CliRunner().invoke(app, ["map", str(edited), "-o", str(page), "--no-thumbnails"])
+    assert res.exit_code == 0, res.output
+    drawn = {Path(f["properties"]["file"]).name: f for f in read_data(page)["features"]}
+    assert drawn["gps_DSCN0010.jpg"]["geometry"] == moved["geometry"]
+    shown = browse(page, tmp_path)
+    assert shown["ready"] and shown["errors"] == [], shown["dom"][-2000:]
+    assert shown["counts"]["photos"] == 3  # the broken photo has no position
+    # Read back from the page's GeoJSON, the point is still the person's.
+    geo = tmp_path / "edited.geojson"
+    geo.write_text(json.dumps(read_data(page)), encoding="utf-8")
+    again = [r for r in read_results(geo).records if r["file"].endswith("gps_DSCN0010.jpg")]
+    assert again[0]["reviewed"] == {"lat": 43.46745, "lon": 11.88513}

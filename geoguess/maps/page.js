@@ -122,8 +122,8 @@
       });
       marker.bindPopup(
         popup(p.file, [
-          p.place,
-          "probability " + pct(p.probability) + (p.confidence ? ", " + p.confidence + " level" : ""),
+          p.reviewed ? "position set by a person (reviewed)" : p.place,
+          p.reviewed ? "" : "probability " + pct(p.probability) + (p.confidence ? ", " + p.confidence + " level" : ""),
           p.error_km !== null && p.error_km !== undefined ? km(p.error_km) + " from EXIF GPS" : "no EXIF GPS",
           shares(p.countries),
         ])
