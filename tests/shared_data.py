@@ -56,3 +56,11 @@ def sample_folder(tmp_path: Path, photos_dir: Path) -> Path:
         shutil.copy(photos_dir / name, root / name)
     shutil.copy(photos_dir / "pillow_truncated_jpeg.jpg", root / "broken.jpg")
     return root
+
+
+def write_csv_rows(path: Path, rows: list[dict[str, str]]) -> None:
+    """Rows (as csv.DictReader gives them) written back, as a person's editor would."""
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)

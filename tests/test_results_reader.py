@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from browser import browse
-from shared_data import sample_folder
+from shared_data import sample_folder, write_csv_rows
 from typer.testing import CliRunner
 
 from geoguess.cli import app
@@ -96,10 +96,7 @@ def test_a_reviewed_row_is_drawn_where_the_person_put_it(
         if row["path"].endswith("es_Canon_40D.jpg"):
             row["lat"] = "north"  # not a number: drawn at the guess
     edited = tmp_path / "edited.csv"
-    with edited.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv_rows(edited, rows)
     features = {
         Path(f["properties"]["file"]).name: f
         for f in map(scan_feature, read_results(edited).records)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from exiftool_reader import EXIFTOOL, exiftool
-from shared_data import sample_folder
+from shared_data import sample_folder, write_csv_rows
 from typer.testing import CliRunner
 
 from geoguess.cli import app
@@ -241,13 +241,6 @@ def test_xmp_options_need_xmp(tiny_home: Path, tmp_path: Path) -> None:
 # --- locate --xmp, and sidecars from a reviewed scan (geoguess xmp RESULTS) ---------
 
 
-def _write_rows(path: Path, rows: list[dict[str, str]]) -> None:
-    with path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def test_locate_xmp_writes_what_scan_xmp_writes(
     tiny_home: Path, photos_dir: Path, tmp_path: Path
 ) -> None:
@@ -298,7 +291,7 @@ def test_xmp_from_a_scan_equals_scan_xmp_and_a_review_wins(
         if row["path"].endswith("es_Canon_40D.jpg"):
             row["lat"], row["lon"] = "-33.856784", "151.215297"
     reviewed = tmp_path / "reviewed.csv"
-    _write_rows(reviewed, rows)
+    write_csv_rows(reviewed, rows)
     res = CliRunner().invoke(app, ["xmp", str(reviewed)])
     assert res.exit_code == 0, res.output
     assert "1 merged into existing ones, 1 unchanged" in res.output
@@ -334,7 +327,7 @@ def test_xmp_bad_rows_are_one_line_each_and_the_rest_go_on(
     rows["orient_landscape_3.jpg"]["lon"] = "200"
     (root / "copy.jpg").unlink()  # a row whose photo is gone
     edited = tmp_path / "edited.csv"
-    _write_rows(edited, list(rows.values()))
+    write_csv_rows(edited, list(rows.values()))
     res = CliRunner().invoke(app, ["xmp", str(edited), "--all"])
     assert res.exit_code == 1, res.output
     errors = [line for line in res.output.splitlines() if line.startswith("error:")]
