@@ -118,7 +118,7 @@ def scan_feature(record: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _reviewed(record: Mapping[str, Any]) -> tuple[float, float] | None:
-    from .results_reader import reviewed_position
+    from .review import reviewed_position
 
     try:
         return reviewed_position(record)

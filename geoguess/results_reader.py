@@ -13,14 +13,13 @@ import io
 import json
 import os
 import sys
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import UsageError, one_line, os_reason
 
-__all__ = ["ReadResults", "read_results", "reviewed_position"]
+__all__ = ["ReadResults", "read_results"]
 
 #: A results file larger than this is refused: a map of it would not open anyway.
 MAX_RESULTS_BYTES = 2 << 30
@@ -56,27 +55,6 @@ def _candidates(top_k: str) -> list[dict[str, Any]]:
 #: A CSV's top_k keeps 5 decimals and its lat/lon columns 6: closer than this (about a
 #: metre) is the same point, not a person's edit.
 _SAME_DEGREES = 1e-5
-
-
-def reviewed_position(record: Mapping[str, Any]) -> tuple[float, float] | None:
-    """The position a person gave a record (its ``reviewed`` member), or None.
-
-    Raises ValueError naming the axis when an edited value is not a number in range,
-    so that callers can say which photo's row is wrong.
-    """
-    reviewed = record.get("reviewed")
-    if not reviewed:
-        return None
-    out = []
-    for axis, limit in (("lat", 90.0), ("lon", 180.0)):
-        value = reviewed.get(axis) if isinstance(reviewed, Mapping) else None
-        number = _float(value)
-        if number is None or not -limit <= number <= limit:
-            raise ValueError(
-                f"reviewed {axis} {value!r} is not a number from {-limit:g} to {limit:g}"
-            )
-        out.append(number)
-    return out[0], out[1]
 
 
 def _moved(lat: Any, lon: Any, predictions: list[dict[str, Any]]) -> dict[str, Any] | None:

@@ -315,7 +315,7 @@ def write_sidecar(
 
 
 def _reviewed_position(record: Mapping[str, Any]) -> tuple[float, float]:
-    from .results_reader import reviewed_position
+    from .review import reviewed_position
 
     try:
         position = reviewed_position(record)
