@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -29,9 +30,11 @@ from .common import (
     app,
 )
 from .llm_options import LLMOptions, YesOpt
-from .xmp import XmpOptions
+from .ray_options import RayOptions
+from .xmp import SidecarTally, XmpOptions
 
 if TYPE_CHECKING:
+    from ..locate import LocateResult
     from ..scan import ScanSummary
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
@@ -80,32 +83,139 @@ def _summary_line(summary: ScanSummary, failed_before: int = 0, retried: int = 0
     return text
 
 
+OutputOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--output",
+        "-o",
+        help="File to write (resumed if it exists); '-' or omitted: stdout; a folder "
+        "(ending in '/', or existing): shards part-NNNNN.csv/.jsonl/.parquet.",
+        show_default=False,
+    ),
+]
+FormatOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--format",
+        "-f",
+        help="csv, jsonl or geojson \\[default: from the suffix: .jsonl/.ndjson/.json, "
+        ".geojson; else csv]; shards: csv, jsonl or parquet.",
+        show_default=False,
+    ),
+]
+OverwriteOpt = Annotated[
+    bool, typer.Option("--overwrite", help="Start the output afresh instead of resuming.")
+]
+RetryFailedOpt = Annotated[
+    bool,
+    typer.Option(
+        "--retry-failed", help="When resuming, locate again the photos whose row is an error."
+    ),
+]
+ShardSizeOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--shard-size",
+        min=1,
+        help="With a folder -o: rows per shard \\[default: 10000].",
+        show_default=False,
+    ),
+]
+
+
+@dataclass(frozen=True)
+class ScanOutputOptions:
+    """Where a scan writes and how it resumes: ``-o``, ``--format``, ``--overwrite``,
+    ``--retry-failed`` and ``--shard-size``."""
+
+    output: OutputOpt = None
+    fmt: FormatOpt = None
+    overwrite: OverwriteOpt = False
+    retry_failed: RetryFailedOpt = False
+    shard_size: ShardSizeOpt = None
+
+    @property
+    def to_stdout(self) -> bool:
+        return self.output is None or self.output == "-"
+
+    @property
+    def to_folder(self) -> bool:
+        from ..scan_shards import is_shard_folder
+
+        return is_shard_folder(self.output)
+
+    def check(self, *, map_file: str | None) -> None:
+        """Usage errors before the model loads (the writer would find some of them only
+        once it opens)."""
+        from ..errors import UsageError
+        from ..scan_output import output_format
+
+        if self.to_folder:
+            if map_file is not None:
+                raise UsageError("--map needs a single output file, not a folder of shards")
+            return  # shards check their own format (parquet too) when the writer opens
+        if self.shard_size is not None:
+            raise UsageError("--shard-size goes with a folder -o (one ending in '/')")
+        output_format(None if self.to_stdout else self.output, self.fmt)
+
+    def open(self, model: Mapping[str, Any]) -> Any:
+        """The scan's writer (:func:`geoguess.scan_shards.open_output`), resuming."""
+        from ..scan_output import output_format
+        from ..scan_shards import open_output
+
+        path = None if self.to_stdout else self.output
+        fmt = self.fmt if self.to_folder else output_format(path, self.fmt)
+        writer = open_output(
+            path,
+            fmt,
+            model=model,
+            shard_size=self.shard_size,
+            overwrite=self.overwrite,
+            retry_failed=self.retry_failed,
+        )
+        if writer.dropped_partial:
+            _note(
+                f"{self.output}: dropped an incomplete last row ({writer.dropped_partial} "
+                "bytes) left by an interrupted run"
+            )
+        return writer
+
+
+class _Rows:
+    """What happens to each row as the scan hands it on: written, kept for a map of
+    stdout output, its sidecar written, its error printed on one line."""
+
+    def __init__(
+        self, writer: Any, sidecars: SidecarTally | None, *, keep: bool, console: Any
+    ) -> None:
+        self.writer, self.sidecars, self.console = writer, sidecars, console
+        self.kept: list[dict[str, Any]] | None = [] if keep else None
+
+    def __call__(self, result: LocateResult) -> None:
+        self.writer.write(result)
+        if self.kept is not None:
+            self.kept.append(result.to_dict())
+        if self.sidecars is not None:
+            self.sidecars.write(result)
+        if not result.error:
+            return
+        if self.console is None:
+            _err(f"{result.file}: {result.error}")
+            return
+        from rich.markup import escape
+
+        self.console.print(f"[red]error:[/] {escape(result.file)}: {escape(result.error)}")
+
+
 @app.command("scan")
+@bundled("ray_options", RayOptions)
 @bundled("xmp_options", XmpOptions)
 @bundled("llm_options", LLMOptions)
 @bundled("model_options", ModelOptions)
+@bundled("output_options", ScanOutputOptions)
 def scan_cmd(
     folder: Annotated[Path, typer.Argument(help="Folder of photos.", show_default=False)],
-    output: Annotated[
-        str | None,
-        typer.Option(
-            "--output",
-            "-o",
-            help="File to write (resumed if it exists); '-' or omitted: stdout; a folder "
-            "(ending in '/', or existing): shards part-NNNNN.csv/.jsonl/.parquet.",
-            show_default=False,
-        ),
-    ] = None,
-    fmt: Annotated[
-        str | None,
-        typer.Option(
-            "--format",
-            "-f",
-            help="csv, jsonl or geojson \\[default: from the suffix: .jsonl/.ndjson/.json, "
-            ".geojson; else csv]; shards: csv, jsonl or parquet.",
-            show_default=False,
-        ),
-    ] = None,
+    output_options: ScanOutputOptions = ScanOutputOptions(),
     recursive: Annotated[
         bool, typer.Option("--recursive/--no-recursive", help="Look into subfolders.")
     ] = True,
@@ -120,24 +230,6 @@ def scan_cmd(
     top_k: TopKOpt = 5,
     batch_size: BatchSizeOpt = None,
     workers: WorkersOpt = None,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Start the output afresh instead of resuming.")
-    ] = False,
-    retry_failed: Annotated[
-        bool,
-        typer.Option(
-            "--retry-failed", help="When resuming, locate again the photos whose row is an error."
-        ),
-    ] = False,
-    shard_size: Annotated[
-        int | None,
-        typer.Option(
-            "--shard-size",
-            min=1,
-            help="With a folder -o: rows per shard \\[default: 10000].",
-            show_default=False,
-        ),
-    ] = None,
     quiet: QuietOpt = False,
     model_options: ModelOptions = ModelOptions(),
     llm_options: LLMOptions = LLMOptions(),
@@ -145,41 +237,7 @@ def scan_cmd(
     xmp_options: XmpOptions = XmpOptions(),
     map_file: MapOpt = None,
     tiles: TilesOpt = False,
-    engine: Annotated[
-        str,
-        typer.Option(
-            "--engine",
-            help="local (this process) or ray (an actor pool on Ray Data, local or a "
-            "cluster; pip install 'geoguess\\[ray]').",
-        ),
-    ] = "local",
-    ray_address: Annotated[
-        str | None,
-        typer.Option(
-            "--ray-address",
-            help="With --engine ray: the cluster (auto, ray://head:10001) "
-            "\\[default: a local Ray on this machine's cores].",
-            show_default=False,
-        ),
-    ] = None,
-    ray_workers: Annotated[
-        int | None,
-        typer.Option(
-            "--ray-workers",
-            min=1,
-            help="With --engine ray: actors, each with its own model \\[default: what the "
-            "cluster's CPUs or GPUs hold].",
-            show_default=False,
-        ),
-    ] = None,
-    gpus_per_worker: Annotated[
-        float,
-        typer.Option(
-            "--gpus-per-worker",
-            min=0,
-            help="With --engine ray: GPUs per actor (CUDA, fp16, batches of 64); 0: CPUs.",
-        ),
-    ] = 0,
+    ray_options: RayOptions = RayOptions(),
 ) -> None:
     """Locate every photo in a folder into a CSV or JSON Lines file.
 
@@ -207,24 +265,14 @@ def scan_cmd(
 
       geoguess scan trip/ -o trip.csv --map trip.html
     """
-    from ..errors import UsageError
     from ..output import stderr_console
     from ..reporting import Reporter
-    from ..results_reader import read_results
     from ..scan import ScanInterrupted, check_folder, list_images, scan_folder
-    from ..scan_output import output_format, scan_record
-    from ..scan_shards import is_shard_folder, open_output
+    from ..scan_output import scan_record
 
+    out = output_options
     with _errors():
-        to_stdout = output is None or output == "-"
-        to_folder = is_shard_folder(output)
-        if to_folder and map_file is not None:
-            raise UsageError("--map needs a single output file, not a folder of shards")
-        if shard_size is not None and not to_folder:
-            # open_output says so too, but only once the model has loaded.
-            raise UsageError("--shard-size goes with a folder -o (one ending in '/')")
-        # Shards check their own format (parquet too) when the writer opens.
-        out_format = fmt if to_folder else output_format(None if to_stdout else output, fmt)
+        out.check(map_file=map_file)
         check_folder(folder)  # before the model loads, so a typo costs nothing
         xmp_options.sidecars()  # a usage error shows before any work
         if map_file is not None:
@@ -232,16 +280,10 @@ def scan_cmd(
 
             map_format(map_file)
         model_options.check()
+        ray_options.check(model_options)
         # Before Ray starts: the --llm checks and notice are the local scan's.
         refiner = llm_options.open(yes=yes)
-        ray_engine = _ray_engine(
-            engine,
-            model_options,
-            ray_address=ray_address,
-            ray_workers=ray_workers,
-            gpus_per_worker=gpus_per_worker,
-            quiet=quiet,
-        )
+        ray_engine = ray_options.open(model_options, quiet=quiet)
         geo = ray_engine or model_options.open(yes=yes)
         model_info = scan_record(
             geo,
@@ -251,48 +293,21 @@ def scan_cmd(
             llm=llm_options.llm,
             raw_candidates=model_options.raw_candidates,
         )
-        writer = open_output(
-            None if to_stdout else output,
-            out_format,
-            model=model_info,
-            shard_size=shard_size,
-            overwrite=overwrite,
-            retry_failed=retry_failed,
-        )
+        writer = out.open(model_info)
         with writer, refiner or contextlib.nullcontext(), ray_engine or contextlib.nullcontext():
-            if writer.dropped_partial:
-                _note(
-                    f"{output}: dropped an incomplete last row ({writer.dropped_partial} bytes) "
-                    "left by an interrupted run"
-                )
             files = list_images(folder, recursive=recursive, glob=glob)
             show_progress = not quiet and stderr_console().is_terminal
             reporter = RichReporter(unit="files") if show_progress else Reporter()
-            console = reporter.console if isinstance(reporter, RichReporter) else None
-
             sidecars = xmp_options.tally(model_info)
-
-            this_run: list[dict[str, Any]] = []
-
-            def on_result(result: Any) -> None:
-                writer.write(result)
-                if map_file is not None and to_stdout:
-                    this_run.append(result.to_dict())
-                if sidecars is not None:
-                    sidecars.write(result)
-                if result.error:
-                    if console is not None:
-                        from rich.markup import escape
-
-                        console.print(
-                            f"[red]error:[/] {escape(result.file)}: {escape(result.error)}"
-                        )
-                    else:
-                        _err(f"{result.file}: {result.error}")
-
+            rows = _Rows(
+                writer,
+                sidecars,
+                keep=map_file is not None and out.to_stdout,
+                console=reporter.console if isinstance(reporter, RichReporter) else None,
+            )
+            if ray_engine is not None:
+                from ..ray_scan import scan_folder
             try:
-                if ray_engine is not None:
-                    from ..ray_scan import scan_folder
                 with _stop_on_signals() as (stop, received):
                     summary = scan_folder(
                         geo,
@@ -302,7 +317,7 @@ def scan_cmd(
                         batch_size=batch_size,
                         workers=workers,
                         skip=writer.done,
-                        on_result=on_result,
+                        on_result=rows,
                         reporter=reporter,
                         stop=stop,
                         refiner=refiner,
@@ -319,25 +334,13 @@ def scan_cmd(
         _note(where + ("" if recursive else " (subfolders not searched)"))
     failed_before = len(writer.failed)
     stderr_console().print(_summary_line(summary, failed_before, writer.retried), markup=False)
-    if to_folder:
+    if out.to_folder:
         n = writer.shards_written
-        _note(f"{output}: {n} new shard{'' if n == 1 else 's'}")
+        _note(f"{out.output}: {n} new shard{'' if n == 1 else 's'}")
     if sidecars is not None:
         sidecars.print_summary()
     if map_file is not None:
-        from ..maps import write_scan_map
-
-        with _errors():
-            # The whole output, rows of earlier runs included, when there is a file.
-            records = this_run if to_stdout else read_results(output).records
-            written = write_scan_map(
-                records,
-                map_file,
-                title=str(folder),
-                tiles=tiles,
-                random_weights=geo.random_weights,
-            )
-        _note(f"map written to {written}")
+        _write_map(rows.kept, out.output, map_file, folder, tiles, geo.random_weights)
     if refiner is not None:
         from .render import usage_text
 
@@ -349,47 +352,22 @@ def scan_cmd(
     raise typer.Exit(EXIT_SOME_FAILED if some_failed else EXIT_OK)
 
 
-def _ray_engine(engine: str, model_options: ModelOptions, **options: Any) -> Any:
-    """A RayScan for --engine ray (Ray started, the workers' model set found), else None."""
-    from ..errors import UsageError
+def _write_map(
+    this_run: list[dict[str, Any]] | None,
+    output: str | None,
+    map_file: str,
+    folder: Path,
+    tiles: bool,
+    random_weights: bool,
+) -> None:
+    """``--map``: the whole output, rows of earlier runs included, when there is a file;
+    the rows of this run when they went to stdout."""
+    from ..maps import write_scan_map
+    from ..results_reader import read_results
 
-    ray_options = ("ray_address", "ray_workers")
-    if engine == "local":
-        if any(options[k] is not None for k in ray_options) or options["gpus_per_worker"]:
-            raise UsageError(
-                "--ray-address, --ray-workers and --gpus-per-worker go with --engine ray"
-            )
-        return None
-    if engine != "ray":
-        raise UsageError(f"unknown engine {engine!r} (choose local or ray)")
-    gpus = options["gpus_per_worker"]
-    device = model_options.device
-    if (device == "cuda" and not gpus) or (device == "cpu" and gpus):
-        raise UsageError("with --engine ray, --gpus-per-worker chooses the device (--device auto)")
-    from ..ray_scan import RayScan, WorkerOptions, driver_env
-    from ..reporting import Reporter
-
-    load = model_options.loader_kwargs()
-    del load["device"]  # the workers' device follows --gpus-per-worker
-    worker = WorkerOptions(
-        model=model_options.model, gpus_per_worker=gpus, env=driver_env(), **load
-    )
-
-    # Ray's start-up messages as notes on stderr.
-    class NoteReporter(Reporter):
-        def message(self, text: str) -> None:
-            _note(text)
-
-    reporter = Reporter() if options["quiet"] else NoteReporter()
-    geo = RayScan(
-        worker,
-        address=options["ray_address"],
-        workers=options["ray_workers"],
-        reporter=reporter,
-    )
-    if geo.random_weights:
-        _note(
-            f"warning: model set {geo.name!r} has random backbone weights (built for "
-            "tests and benchmarks): its answers are not geolocations"
+    with _errors():
+        records = this_run if this_run is not None else read_results(output).records
+        written = write_scan_map(
+            records, map_file, title=str(folder), tiles=tiles, random_weights=random_weights
         )
-    return geo
+    _note(f"map written to {written}")
