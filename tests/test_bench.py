@@ -92,3 +92,24 @@ def test_bench_plan_compares_what_users_choose_between_on_the_device() -> None:
     # Given precisions are kept in order; the scan runs the device's default when timed.
     assert bench_plan("cpu", ["int8", "fp32"]).scan_precision == "int8"
     assert bench_plan("cpu", ["fp32"]).scan_precision == "fp32"
+
+
+def test_bench_table_shows_every_row_and_the_scan_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from geoguess.bench import LatencyRow, ScanRow
+    from geoguess.cli.render import show_bench
+
+    rows = [
+        LatencyRow("reference", "cpu", 3, 22895.0, 58.6, 3335.0),
+        LatencyRow("int8", "cpu", 3, 158.0, 1.24, 678.0, 1.47, 144.6, 0.9996),
+    ]
+    scan = ScanRow("int8", "cpu", 32, 16, 3, 7.66, 6.54, 0.86, 0.14, 780.0)
+    show_bench(rows, [scan], 0.17, n_photos=3)
+    out = capsys.readouterr().out
+    # Piped, the table is tab-separated: a title, the header, one line per variant.
+    lines = out.splitlines()[1:]
+    assert out.startswith("# Per image, 3 photos")
+    assert lines[0].split("\t")[:4] == ["variant", "provider", "warm ms/image", "speed-up"]
+    assert lines[1].split("\t")[:4] == ["reference", "cpu", "22,895", ""]
+    assert lines[2].split("\t") == ["int8", "cpu", "158", "144.6x", "1.24", "1.47", "678", "0.9996"]
+    assert "6.54 files/s against 7.66 images/s" in out and "ratio 86%" in out
+    assert out.rstrip().endswith("geoguess --help: 0.17 s")

@@ -116,7 +116,8 @@ def bench_inference(
     if ctx.invoked_subcommand is not None:
         return
     from ..bench import bench_latency, bench_plan, bench_scan, help_seconds, rows_to_dicts
-    from ..output import print_json, print_table, stdout_console
+    from ..output import print_json
+    from .render import show_bench
 
     with _errors():
         files = _photo_files(photos or [])
@@ -154,82 +155,10 @@ def bench_inference(
                 print_json({"kind": "scan", **r})
             print_json({"kind": "startup", "help_s": help_s})
             return
-        console = stdout_console()
-        columns = [
-            "variant",
-            "provider",
-            "warm ms/image",
-            "speed-up",
-            "cold start s",
-            "CLI cold s",
-            "peak RSS MB",
-            "cosine to fp32",
-        ]
-        table_rows = [
-            [
-                r.variant,
-                r.device,
-                f"{r.warm_ms:,.0f}",
-                f"{r.speedup:.1f}x" if r.speedup else "",
-                f"{r.cold_s:.2f}",
-                f"{r.cli_cold_s:.2f}" if r.cli_cold_s else "",
-                f"{r.peak_rss_mb:,.0f}",
-                f"{r.cosine_to_fp32:.4f}" if r.cosine_to_fp32 is not None else "",
-            ]
-            for r in rows
-        ]
-        print_table(
-            console,
-            columns,
-            table_rows,
-            title=f"Per image, {len(files)} photos",
-            right=set(columns[2:]),
-        )
-        for s in scan_rows:
-            console.print(
-                f"Scan ({s.precision}, batch {s.batch_size}, {s.files} files): "
-                f"{s.scan_files_per_s:.2f} files/s against {s.encoder_images_per_s:.2f} "
-                f"images/s for the bare encoder on pre-decoded tensors; ratio {s.ratio:.0%} "
-                f"(median of {s.rounds} back-to-back rounds); "
-                f"time outside the encoder {s.outside_encoder_share:.0%}; "
-                f"peak RSS {s.peak_rss_mb:,.0f} MB"
-            )
-        console.print(f"geoguess --help: {help_s:.2f} s")
+        show_bench(rows, scan_rows, help_s, n_photos=len(files))
 
 
 # --- geoguess bench search ------------------------------------------------------------
-
-
-_SEARCH_COLUMNS = (
-    ("method", "method"),
-    ("levels", "tree / index"),
-    ("beam", "beam"),
-    ("top", "top level"),
-    ("ef", "ef"),
-    ("proxy_cosine", "cos"),
-    ("agreement", "top-1 = flat"),
-    ("median_km", "median km"),
-    ("p95_km", "p95 km"),
-    ("share_compared", "dot products"),
-    ("us_per_query", "us/query"),
-    ("rss_mb", "RAM MB"),
-    ("disk_mb", "disk MB"),
-    ("build_s", "build s"),
-)
-
-
-def _cell(key: str, value: Any) -> str:
-    if value is None:
-        return ""
-    if key == "share_compared":
-        return f"{value * 100:.3g}%"
-    if key == "agreement":
-        return f"{value:.3f}"
-    if key in ("us_per_query", "rss_mb", "disk_mb", "median_km", "p95_km"):
-        return f"{value:,.0f}" if value >= 10 else f"{value:.1f}"
-    if key == "build_s":
-        return f"{value:.1f}"
-    return str(value)
 
 
 @bench_app.command("search")
@@ -282,7 +211,8 @@ def bench_search(
     """
     from ..bench_search import DEFAULT_CONFIGS, SearchBenchOptions, run_search_bench
     from ..number_lists import parse_number_list
-    from ..output import print_json, print_table, stdout_console
+    from ..output import print_json
+    from .render import show_search_bench
 
     with _errors():
         opts = SearchBenchOptions(
@@ -305,21 +235,4 @@ def bench_search(
         rows = run_search_bench(opts, RichReporter(), emit)
         if json_out:
             return
-        console = stdout_console()
-        kind = rows[0].queries if rows else "proxy"
-        title = (
-            f"Search: gallery {rows[0].gallery_size:,} points, "
-            + (
-                "PROXY queries (held-out location embeddings + noise; "
-                "cos = cosine to the clean point)"
-                if kind == "proxy"
-                else f"real image embeddings from {queries}"
-            )
-            if rows
-            else "Search: no rows"
-        )
-        columns = [head for _, head in _SEARCH_COLUMNS]
-        table_rows = [[_cell(k, r.to_dict()[k]) for k, _ in _SEARCH_COLUMNS] for r in rows]
-        print_table(console, columns, table_rows, title=title, right=set(columns[2:]))
-        for n in sorted({n for r in rows for n in r.notes if "replay" not in n}):
-            console.print(f"note: {n}")
+        show_search_bench(rows, queries)
