@@ -108,6 +108,17 @@ def tiny_home_copy(tiny_model_home: Path, tmp_path: Path, monkeypatch: pytest.Mo
     return home
 
 
+@pytest.fixture
+def cli_home(tiny_model_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private GEOGUESS_HOME (own LLM cache) sharing the tiny model set's files."""
+    home = tmp_path / "cli-home"
+    home.mkdir()
+    (home / "models").symlink_to(tiny_model_home / "models", target_is_directory=True)
+    monkeypatch.setenv("GEOGUESS_HOME", str(home))
+    monkeypatch.setenv("GEOGUESS_MODEL", "tiny")
+    return home
+
+
 @pytest.fixture(scope="module")
 def tiny_geo(tiny_model_home: Path):
     """A Geolocator on the shared tiny model set, for a whole test module (read only)."""

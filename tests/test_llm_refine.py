@@ -448,17 +448,6 @@ def test_cost_is_reported_for_priced_models(geo, photo, embedding, server) -> No
 # --- the command line ------------------------------------------------------------------
 
 
-@pytest.fixture
-def cli_home(tiny_model_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A private GEOGUESS_HOME (own LLM cache) sharing the tiny model set's files."""
-    home = tmp_path / "cli-home"
-    home.mkdir()
-    (home / "models").symlink_to(tiny_model_home / "models", target_is_directory=True)
-    monkeypatch.setenv("GEOGUESS_HOME", str(home))
-    monkeypatch.setenv("GEOGUESS_MODEL", "tiny")
-    return home
-
-
 def _cli(*args: str) -> Any:
     return CliRunner().invoke(app, list(args), catch_exceptions=False)
 

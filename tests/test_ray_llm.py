@@ -151,14 +151,3 @@ def test_ray_llm_endpoint_down_gives_fallback_rows(
         assert row["llm_source"] == "retrieval #1" and row["llm_model"] == "openai/test-model"
         assert (row["llm_lat"], row["llm_lon"]) == (row["lat"], row["lon"])
     assert "3 located, 1 failed" in on_ray.stderr
-
-
-@pytest.fixture
-def cli_home(tiny_model_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A private GEOGUESS_HOME (own LLM cache) sharing the tiny model set's files."""
-    home = tmp_path / "cli-home"
-    home.mkdir()
-    (home / "models").symlink_to(tiny_model_home / "models", target_is_directory=True)
-    monkeypatch.setenv("GEOGUESS_HOME", str(home))
-    monkeypatch.setenv("GEOGUESS_MODEL", "tiny")
-    return home

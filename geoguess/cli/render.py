@@ -146,12 +146,17 @@ def render_table(console: Console, result: LocateResult) -> None:
             console.print(escape(line), style="dim" if line.startswith("taken") else None)
 
 
-def show_result(result: LocateResult, console: Console | None = None) -> None:
+def _show(item: Any, console: Console | None, draw: Any, plain: Any) -> None:
+    """``draw`` it on a terminal, else write its ``plain`` text (piped output)."""
     console = console or stdout_console()
     if console.is_terminal:
-        render_table(console, result)
+        draw(console, item)
     else:
-        sys.stdout.write(render_plain(result) + "\n")
+        sys.stdout.write(plain(item) + "\n")
+
+
+def show_result(result: LocateResult, console: Console | None = None) -> None:
+    _show(result, console, render_table, render_plain)
 
 
 # --- LLM refinement (geoguess.llm) ------------------------------------------------------
@@ -253,11 +258,7 @@ def render_refinement(console: Console, refinement: Any) -> None:
 
 
 def show_refinement(refinement: Any, console: Console | None = None) -> None:
-    console = console or stdout_console()
-    if console.is_terminal:
-        render_refinement(console, refinement)
-    else:
-        sys.stdout.write(render_refinement_plain(refinement) + "\n")
+    _show(refinement, console, render_refinement, render_refinement_plain)
 
 
 # --- geoguess eval ------------------------------------------------------------------------
