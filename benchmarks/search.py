@@ -406,17 +406,17 @@ class ResearchBench(SearchBench):
         for q in queries:
             for beam in beams:
                 for ef in efs:
-                    run = res["runs"][f"{q.path}|{beam}|{ef}"]
-                    row = self.base_row(
-                        q, like.gallery_size, method="tree", levels=like.levels, beam=beam
+                    row = self.tree_row(
+                        q,
+                        res["runs"][f"{q.path}|{beam}|{ef}"],
+                        res,
+                        (coords, truth[q.path]),
+                        size=like.gallery_size,
+                        levels=like.levels,
+                        beam=beam,
+                        disk_mb=like.disk_mb,
                     )
                     row.top, row.ef = "hnsw", ef
-                    row.__dict__.update(agreement(coords, run["top1"], truth[q.path]))
-                    row.compared_mean = float(run["compared"].mean())
-                    row.share_compared = row.compared_mean / like.gallery_size
-                    row.us_per_query = run["us"]
-                    row.rss_mb = res["rss_mb"]
-                    row.disk_mb = like.disk_mb
                     row.notes.append("ef set by --top-efs; RAM MB of a hnsw-only process")
                     rows.append(row)
         return rows

@@ -436,6 +436,31 @@ class SearchBench:
             **kw,
         )
 
+    def tree_row(
+        self,
+        q: QuerySet,
+        run: dict[str, Any],
+        measured: dict[str, Any],
+        found: tuple[np.ndarray, np.ndarray],
+        *,
+        size: int,
+        levels: str,
+        beam: int,
+        disk_mb: float | None,
+    ) -> BenchRow:
+        """The row of one tree query run (``run``: a child's run for ``q`` at ``beam``;
+        ``measured``: that child's result; ``found``: gallery coordinates and the flat
+        top-1 of ``q``)."""
+        coords, truth = found
+        row = self.base_row(q, size, method="tree", levels=levels, beam=beam)
+        row.__dict__.update(agreement(coords, run["top1"], truth))
+        row.compared_mean = float(run["compared"].mean())
+        row.share_compared = row.compared_mean / size
+        row.us_per_query = run["us"]
+        row.rss_mb = measured["rss_mb"]
+        row.disk_mb = disk_mb
+        return row
+
     def flat_rows(self, gallery: GalleryFiles, queries: list[QuerySet]) -> None:
         with self.rep.task("Timing exact flat search (one core)"):
             res = in_child(
@@ -500,15 +525,18 @@ class SearchBench:
             for beam in beams:
                 for top in tops:
                     run = res["runs"][f"{q.path}|{beam}|{top}"]
-                    row = self.base_row(q, gallery.size, method="tree", levels=label, beam=beam)
+                    row = self.tree_row(
+                        q,
+                        run,
+                        res,
+                        (coords, truth[q.path]),
+                        size=gallery.size,
+                        levels=label,
+                        beam=beam,
+                        disk_mb=disk,
+                    )
                     row.top = run["top"]
                     row.ef = run["ef"] if run["top"] == "hnsw" else None
-                    row.__dict__.update(agreement(coords, run["top1"], truth[q.path]))
-                    row.compared_mean = float(run["compared"].mean())
-                    row.share_compared = row.compared_mean / gallery.size
-                    row.us_per_query = run["us"]
-                    row.rss_mb = res["rss_mb"]
-                    row.disk_mb = disk
                     row.build_s = built["build_s"]
                     row.build_rss_mb = built["rss_mb"]
                     rows.append(row)
