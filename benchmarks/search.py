@@ -592,7 +592,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument(
         "--top-efs", default="", help="hnswlib ef values for trees' top level (hnsw rows)"
     )
-    ap.add_argument("--flat-queries", type=int, default=100)
+    ap.add_argument(
+        "--flat-queries",
+        type=int,
+        default=100,
+        help="queries timed with flat search (0: not timed, when the gallery's float32 "
+        "copy would not fit in memory; agreement is still against exact search)",
+    )
     ap.add_argument("--compare-nodes", action="store_true")
     ap.add_argument("--workdir", type=Path)
     ap.add_argument("--seed", type=int, default=0)

@@ -50,6 +50,20 @@ def test_bench_search_measures_trees_against_flat(tiny_home: Path) -> None:
     assert all(r.us_per_query > 0 and r.rss_mb > 0 and r.disk_mb > 0 for r in trees)
 
 
+def test_flat_timing_can_be_skipped_and_agreement_is_still_exact(tiny_home: Path) -> None:
+    """flat_queries=0, for galleries whose float32 copy would not fit in memory: no flat
+    row, while tree rows are still compared with exact search."""
+    from geoguess.bench_search import SearchBenchOptions, run_search_bench
+
+    options = dict(model="tiny", configs=("auto",), beams=(1,), cosines=(0.45,))
+    options.update(n_queries=20, limit=3000)
+    timed = run_search_bench(SearchBenchOptions(**options, flat_queries=5))
+    untimed = run_search_bench(SearchBenchOptions(**options, flat_queries=0))
+    assert [r.method for r in untimed] == ["tree"]
+    tree = [r for r in timed if r.method == "tree"]
+    assert [r.agreement for r in untimed] == [r.agreement for r in tree]
+
+
 def test_bench_search_cli_prints_the_table(tiny_home: Path) -> None:
     from geoguess.cli import app
 
