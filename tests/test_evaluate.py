@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import statistics
 from pathlib import Path
 
@@ -226,3 +227,31 @@ def test_eval_usage_errors(tiny_home: Path, bench: Path, photos_dir: Path, tmp_p
     assert no_csv.exit_code == 2 and "nope.csv: cannot read" in no_csv.stderr
     no_col = _eval(str(bench), "--images", str(photos_dir), "--lat-column", "latitude")
     assert no_col.exit_code == 2 and "no column 'latitude'" in no_col.stderr
+
+
+def test_many_problems_are_listed_five_then_counted(
+    tiny_home: Path, photos_dir: Path, tmp_path: Path
+) -> None:
+    """Seven bad rows, seven missing images, seven undecodable ones: each kind lists its
+    first five lines (naming the file, and the CSV line for bad rows) and counts the
+    other two in one line."""
+    rows = [("gps_DSCN0010.jpg", "43.46", "11.88")]
+    rows += [(f"bad{i}.jpg", "north", "11.88") for i in range(7)]
+    rows += [(f"absent{i}.jpg", "10.0", "20.0") for i in range(7)]
+    images = tmp_path / "images"
+    images.mkdir()
+    shutil.copy(photos_dir / "gps_DSCN0010.jpg", images)
+    for i in range(7):
+        (images / f"broken{i}.jpg").write_bytes(b"not a jpeg")
+        rows.append((f"broken{i}.jpg", "1.0", "2.0"))
+    res = _eval(str(_write_csv(tmp_path / "many.csv", rows)), "--images", str(images), "--json")
+    assert res.exit_code == 1
+    lines = res.stderr.splitlines()
+    for kind, more in (
+        ("'north' is not a number", "2 more bad rows"),
+        ("absent", "2 more images not found"),
+        ("broken", "2 more images could not be decoded"),
+    ):
+        assert sum(kind in line and "more" not in line for line in lines) == 5, lines
+        assert sum(more in line for line in lines) == 1, lines
+    assert json.loads(res.stdout)["n_missing"] == 7

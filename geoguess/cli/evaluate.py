@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -107,15 +108,14 @@ def eval_cmd(
         )
         if eval_set.swap_warning:
             _note(f"warning: {csv_file}: {eval_set.swap_warning}")
-        for problem in eval_set.bad_rows[:_LIST_AT_MOST]:
-            _err(f"{csv_file}: {problem}")
-        if len(eval_set.bad_rows) > _LIST_AT_MOST:
-            _err(f"{csv_file}: ... and {len(eval_set.bad_rows) - _LIST_AT_MOST} more bad rows")
-        missing = eval_set.missing
-        for s in missing[:_LIST_AT_MOST]:
-            _err(f"{images / s.id}: image not found")
-        if len(missing) > _LIST_AT_MOST:
-            _err(f"... and {len(missing) - _LIST_AT_MOST} more images not found in {images}")
+        _some_errors(
+            [f"{csv_file}: {problem}" for problem in eval_set.bad_rows],
+            lambda n: f"{csv_file}: ... and {n} more bad rows",
+        )
+        _some_errors(
+            [f"{images / s.id}: image not found" for s in eval_set.missing],
+            lambda n: f"... and {n} more images not found in {images}",
+        )
 
         geo = model_options.open()
         show_progress = not quiet and stderr_console().is_terminal
@@ -144,8 +144,9 @@ def eval_cmd(
         finally:
             if writer is not None:
                 writer.close()
-        if len(failures) > _LIST_AT_MOST:
-            _err(f"... and {len(failures) - _LIST_AT_MOST} more images could not be decoded")
+        _some_errors(
+            failures, lambda n: f"... and {n} more images could not be decoded", shown=True
+        )
 
     metrics = report.metrics
     if json_out:
@@ -157,3 +158,13 @@ def eval_cmd(
         show_metrics(metrics, geo.random_weights)
     bad = metrics.n_missing + metrics.n_failed + metrics.n_bad_rows
     raise typer.Exit(EXIT_SOME_FAILED if bad else EXIT_OK)
+
+
+def _some_errors(lines: list[str], more: Callable[[int], str], *, shown: bool = False) -> None:
+    """The first few error lines, then one line counting the rest (``more(n)``);
+    ``shown``: the first few were printed as they happened."""
+    if not shown:
+        for line in lines[:_LIST_AT_MOST]:
+            _err(line)
+    if len(lines) > _LIST_AT_MOST:
+        _err(more(len(lines) - _LIST_AT_MOST))
