@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic import write_file
 from ..errors import ExportError
 from ..manifest import sha256_file
 from ..reporting import Reporter
@@ -407,11 +408,7 @@ class _WheelFiles:
             return None
         path = downloads_dir() / f"geoclip-{self.sha256[:16]}-{Path(SAMPLE_FILE).name}"
         if not path.is_file():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            data = self.read(SAMPLE_FILE)
-            with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".sample-", delete=False) as f:
-                f.write(data)
-            os.replace(f.name, path)
+            write_file(path, self.read(SAMPLE_FILE))
         return path
 
 
