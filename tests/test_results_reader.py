@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -120,6 +121,10 @@ def test_a_reviewed_row_is_drawn_where_the_person_put_it(
     shown = browse(page, tmp_path)
     assert shown["ready"] and shown["errors"] == [], shown["dom"][-2000:]
     assert shown["counts"]["photos"] == 3  # the broken photo has no position
+    # The person's position is a square marker, and the legend says what squares are.
+    assert shown["counts"]["reviewed"] == 1
+    assert len(re.findall(r'class="[^"]*\bgg-reviewed\b', shown["dom"])) == 1
+    assert "square: position set by a person (1)" in shown["dom"]
     # Read back from the page's GeoJSON, the point is still the person's.
     geo = tmp_path / "edited.geojson"
     geo.write_text(json.dumps(read_data(page)), encoding="utf-8")

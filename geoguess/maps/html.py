@@ -74,6 +74,7 @@ html, body { margin: 0; height: 100%; font: 13px/1.4 system-ui, sans-serif; }
   margin-right: 5px; border: 1px solid #333; vertical-align: -1px; }
 .gg-photo span { display: block; width: 12px; height: 12px; border-radius: 50%;
   border: 1px solid #222; box-shadow: 0 0 2px #fff; }
+.gg-reviewed span, .gg-square { border-radius: 1px; border: 2px solid #000; }
 """
 
 

@@ -75,7 +75,7 @@
   }
 
   var bounds = [];
-  var counts = { candidates: 0, exif: 0, photos: 0, circles: 0, heat: 0 };
+  var counts = { candidates: 0, exif: 0, photos: 0, reviewed: 0, circles: 0, heat: 0 };
 
   if (view.heat.length) {
     var top = view.heat[0][3];
@@ -112,9 +112,10 @@
     var ll = [f.geometry.coordinates[1], f.geometry.coordinates[0]];
     if (view.kind === "scan") {
       var colour = errorColour(p.error_km);
+      // A position a person set is a square, so a reviewed scan shows what is left.
       var marker = L.marker(ll, {
         icon: L.divIcon({
-          className: "gg-photo",
+          className: p.reviewed ? "gg-photo gg-reviewed" : "gg-photo",
           html: '<span style="background:' + colour + '"></span>',
           iconSize: [14, 14],
         }),
@@ -135,6 +136,7 @@
       }
       bounds.push(ll);
       counts.photos++;
+      if (p.reviewed) counts.reviewed++;
     } else if (p.kind === "candidate") {
       var radius = 5 + 25 * Math.sqrt(p.probability);
       L.circleMarker(ll, {
@@ -204,6 +206,12 @@
       none.appendChild(dot);
       none.appendChild(document.createTextNode("no EXIF GPS"));
       box.appendChild(none);
+      if (counts.reviewed) {
+        var mine = el("div");
+        mine.appendChild(el("span", null, "gg-dot gg-square"));
+        mine.appendChild(document.createTextNode("square: position set by a person (" + counts.reviewed + ")"));
+        box.appendChild(mine);
+      }
     } else {
       box.appendChild(el("div", "Red discs: candidates, sized by probability"));
       if (counts.circles) box.appendChild(el("div", "Rings: 50% (solid) and 90% (dashed) of the probability"));

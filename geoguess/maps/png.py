@@ -189,6 +189,7 @@ def render_png(view: MapView) -> bytes:
     best: dict[str, tuple[float, float]] = {}
     features = view.data["features"]
     if view.kind == "scan":
+        reviewed = 0
         for f in features:
             if not f.get("geometry"):
                 continue
@@ -200,15 +201,21 @@ def render_png(view: MapView) -> bytes:
                     fill=_hex(error_colour(p.get("error_km")), 180),
                     width=_SS,
                 )
-            _dot(
-                draw,
-                frame.xy(lat, lon),
-                6 * _SS,
-                _hex(error_colour(p.get("error_km"))),
-                (30, 30, 30, 255),
-            )
+            fill = _hex(error_colour(p.get("error_km")))
+            if p.get("reviewed"):
+                # A position a person set is a square, as on the HTML map.
+                reviewed += 1
+                x, y = frame.xy(lat, lon)
+                r = 6 * _SS
+                draw.rectangle(
+                    [x - r, y - r, x + r, y + r], fill=fill, outline=(0, 0, 0, 255), width=2 * _SS
+                )
+            else:
+                _dot(draw, frame.xy(lat, lon), 6 * _SS, fill, (30, 30, 30, 255))
         legend = [(f"error {label}", _hex(colour)) for _, colour, label in ERROR_CLASSES]
         legend.append(("no EXIF GPS", _hex(NO_GPS_COLOUR)))
+        if reviewed:
+            legend.append((f"square: position set by a person ({reviewed})", None))
     else:
         # Labels go on after every dot, best first, where they hide no other label.
         labels: list[tuple[int, tuple[float, float], float, str]] = []
