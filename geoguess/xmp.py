@@ -484,4 +484,10 @@ def sidecar_summary(counts: Mapping[str, int], *, dry_run: bool = False) -> str:
         if counts.get(key)
     ]
     head = "XMP sidecars (dry run, nothing written): " if dry_run else "XMP sidecars: "
-    return head + (", ".join(parts) if parts else "none (no photo was located)")
+    text = head + (", ".join(parts) if parts else "none (no photo was located)")
+    n = counts.get("reviewed", 0)
+    if n:
+        # Among the written and merged ones, not beside them.
+        will = "will hold" if dry_run else ("holds" if n == 1 else "hold")
+        text += f"; {n} {will} {'a position' if n == 1 else 'positions'} a person set"
+    return text

@@ -294,7 +294,8 @@ def test_xmp_from_a_scan_equals_scan_xmp_and_a_review_wins(
     write_csv_rows(reviewed, rows)
     res = CliRunner().invoke(app, ["xmp", str(reviewed)])
     assert res.exit_code == 0, res.output
-    assert "1 merged into existing ones, 1 unchanged" in res.output
+    assert "1 merged into existing ones, 1 unchanged, 2 not wanted" in res.output
+    assert res.output.rstrip().endswith("; 1 holds a position a person set")
     tags = exiftool(root / "es_Canon_40D.jpg.xmp")
     assert abs(tags["XMP-exif:GPSLatitude"] - -33.856784) < 1e-5
     assert abs(tags["XMP-exif:GPSLongitude"] - 151.215297) < 1e-5
@@ -306,7 +307,7 @@ def test_xmp_from_a_scan_equals_scan_xmp_and_a_review_wins(
     assert (root / "orient_landscape_3.jpg.xmp").read_bytes() == made["orient_landscape_3.jpg.xmp"]
     # Again: nothing changes; and the unreviewed results no longer replace the review.
     res = CliRunner().invoke(app, ["xmp", str(reviewed)])
-    assert "2 unchanged" in res.output, res.output
+    assert "2 unchanged" in res.output and "a person set" not in res.output, res.output
     res = CliRunner().invoke(app, ["xmp", str(out)])
     assert "1 kept" in res.output, res.output
     assert abs(exiftool(root / "es_Canon_40D.jpg.xmp")["XMP-exif:GPSLatitude"] + 33.856784) < 1e-5

@@ -68,5 +68,9 @@ def map_cmd(
             random_weights=read.random_weights,
             with_thumbnails=thumbnails,
         )
-    _note(f"map of {len(read.records)} photos written to {written}")
+    located = sum(1 for r in read.records if r.get("predictions"))
+    shown = f"{len(read.records)} photos" + (
+        f" ({located} located)" if located < len(read.records) else ""
+    )
+    _note(f"map of {shown} written to {written}")
     raise typer.Exit(EXIT_SOME_FAILED if read.problems else EXIT_OK)

@@ -82,6 +82,9 @@ class XmpOptions:
         )
 
 
+_CHANGED = ("written", "merged")  # the actions that put a position into a sidecar
+
+
 class SidecarTally:
     """Writes a command's sidecars: counts what was done, prints each failure as one
     line naming the sidecar or photo, and says it all in one line at the end."""
@@ -110,6 +113,8 @@ class SidecarTally:
             _err(str(exc))
             return
         self.counts[done.action] += 1
+        if isinstance(item, dict) and item.get("reviewed") and done.action in _CHANGED:
+            self.counts["reviewed"] += 1
 
     def print_summary(self) -> None:
         from ..output import stderr_console
