@@ -312,9 +312,7 @@ def build_model_set(
     opts: BuildOptions, recipe: Recipe = DEFAULT_RECIPE, reporter: Reporter | None = None
 ) -> InstalledModel:
     """Fetch what is missing, write the graphs, embed the gallery, install atomically."""
-    from .image_graph import write_image_encoder
     from .location_graph import capsule_count, write_location_encoder
-    from .onnxgraph import INT8_SCHEMES
 
     rep = reporter or Reporter()
     if opts.precisions is None and "fp16" not in recipe.precisions:
@@ -350,55 +348,9 @@ def build_model_set(
         loc_path = stage / "location_encoder.onnx"
         with rep.task("Writing location encoder"):
             write_location_encoder(weights.location_encoder, loc_path)
-
-        files = {"fp32": "image_encoder.fp32.onnx"}
-        layers = backbone.weights.cfg.num_hidden_layers
-        with rep.task("Writing image encoder (fp32)", total=layers) as adv:
-            write_image_encoder(backbone.weights, weights.mlp, stage / files["fp32"], progress=adv)
-        int8_candidates = {}
-        if "int8" in recipe.precisions:
-            files["int8"] = "image_encoder.int8.onnx"
-            for tag in INT8_SCHEMES:
-                # Each candidate in a folder of its own under its final name: a graph
-                # names its weights file, so the kept pair can simply move up.
-                path = stage / f".int8-{tag}" / files["int8"]
-                path.parent.mkdir()
-                with rep.task(f"Writing image encoder (int8, {tag})", total=layers) as adv:
-                    write_image_encoder(backbone.weights, weights.mlp, path, int8=tag, progress=adv)
-                int8_candidates[tag] = path
-
-        logit_scale = float(np.exp(np.float32(weights.logit_scale)))
-
-        from ..galleries import embed_coords, with_default_tree, write_areas
-
-        gdir = Path(GALLERY_DIR) / recipe.gallery_name
-        (stage / gdir).mkdir(parents=True)
-        coords = np.ascontiguousarray(weights.gallery, dtype=np.float32)
-        if opts.gallery_limit:
-            coords = coords[: opts.gallery_limit]
-        np.save(stage / gdir / "coords.npy", coords, allow_pickle=False)
-        with rep.task("Finding each gallery point's country and region"):
-            areas = write_areas(stage / gdir, gdir.as_posix(), coords)
+        files, int8_candidates = _write_image_encoders(stage, backbone, weights, recipe, rep)
         loc = LocationEncoder(loc_path, "cpu")
-        emb = embed_coords(loc, coords, rep)
-        np.save(stage / gdir / "embeddings.npy", emb, allow_pickle=False)
-        gallery = GalleryEntry(
-            coords=(gdir / "coords.npy").as_posix(),
-            embeddings=(gdir / "embeddings.npy").as_posix(),
-            size=len(coords),
-            source=f"geoclip {weights.provenance.get('version') or '?'} {recipe.gallery_csv}",
-            areas=areas,
-        )
-        gallery = with_default_tree(
-            stage,
-            gallery,
-            emb,
-            coords,
-            opts.tree_levels,
-            location_encoder=loc,
-            reporter=rep,
-        )
-        gallery32 = emb.astype(np.float32)
+        gallery, emb = _write_gallery(stage, weights, recipe, opts, loc, rep)
 
         # Compare every reduced precision with fp32 on the same calibration photos.
         pre = backbone.preprocess
@@ -407,7 +359,9 @@ def build_model_set(
             fp32_out = ImageEncoder(stage / files["fp32"], "cpu")(calib)
         quality: dict[str, Any] = {}
         if "int8" in recipe.precisions:
-            quality["int8"] = _best_int8(stage, int8_candidates, calib, fp32_out, gallery32, rep)
+            quality["int8"] = _best_int8(
+                stage, int8_candidates, calib, fp32_out, emb.astype(np.float32), rep
+            )
         if "fp16" in recipe.precisions:
             files["fp16"] = "image_encoder.fp16.onnx"
             with rep.task("Converting image encoder to fp16"):
@@ -417,20 +371,15 @@ def build_model_set(
         rels = [p.relative_to(stage).as_posix() for p in stage.rglob("*") if p.is_file()]
         with rep.task("Hashing files"):
             file_table = describe_files(stage, rels)
-        image_entry: dict[str, Any] = {
-            "files": files,
-            "input": "pixel_values",
-            "output": "embedding",
-        }
         manifest = {
             "format_version": FORMAT_VERSION,
             "name": name,
             "description": recipe.description,
             "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "embedding_dim": 512,
-            "logit_scale": logit_scale,
+            "logit_scale": float(np.exp(np.float32(weights.logit_scale))),
             "preprocess": pre.to_manifest(),
-            "image_encoder": image_entry,
+            "image_encoder": {"files": files, "input": "pixel_values", "output": "embedding"},
             "location_encoder": {
                 "file": "location_encoder.onnx",
                 "sigmas": list(weights.sigmas),
@@ -452,6 +401,67 @@ def build_model_set(
         with rep.task("Installing"):
             installed = commit(stage, name, force=opts.force)
     return installed
+
+
+def _write_image_encoders(
+    stage: Path, backbone: Backbone, weights: Any, recipe: Recipe, rep: Reporter
+) -> tuple[dict[str, str], dict[str, Path]]:
+    """The fp32 image encoder, and each int8 scheme's candidate when the recipe wants
+    int8: the manifest's file names by precision, and the int8 candidates by scheme."""
+    from .image_graph import write_image_encoder
+    from .onnxgraph import INT8_SCHEMES
+
+    files = {"fp32": "image_encoder.fp32.onnx"}
+    layers = backbone.weights.cfg.num_hidden_layers
+    with rep.task("Writing image encoder (fp32)", total=layers) as adv:
+        write_image_encoder(backbone.weights, weights.mlp, stage / files["fp32"], progress=adv)
+    candidates = {}
+    if "int8" in recipe.precisions:
+        files["int8"] = "image_encoder.int8.onnx"
+        for tag in INT8_SCHEMES:
+            # Each candidate in a folder of its own under its final name: a graph
+            # names its weights file, so the kept pair can simply move up.
+            path = stage / f".int8-{tag}" / files["int8"]
+            path.parent.mkdir()
+            with rep.task(f"Writing image encoder (int8, {tag})", total=layers) as adv:
+                write_image_encoder(backbone.weights, weights.mlp, path, int8=tag, progress=adv)
+            candidates[tag] = path
+    return files, candidates
+
+
+def _write_gallery(
+    stage: Path,
+    weights: Any,
+    recipe: Recipe,
+    opts: BuildOptions,
+    loc: LocationEncoder,
+    rep: Reporter,
+) -> tuple[GalleryEntry, np.ndarray]:
+    """GeoCLIP's gallery in the model set: coordinates, each point's country and region,
+    embeddings (fp16) and the default cluster tree. Returns its entry and embeddings."""
+    from ..galleries import embed_coords, with_default_tree, write_areas
+
+    gdir = Path(GALLERY_DIR) / recipe.gallery_name
+    (stage / gdir).mkdir(parents=True)
+    coords = np.ascontiguousarray(weights.gallery, dtype=np.float32)
+    if opts.gallery_limit:
+        coords = coords[: opts.gallery_limit]
+    np.save(stage / gdir / "coords.npy", coords, allow_pickle=False)
+    with rep.task("Finding each gallery point's country and region"):
+        areas = write_areas(stage / gdir, gdir.as_posix(), coords)
+    emb = embed_coords(loc, coords, rep)
+    np.save(stage / gdir / "embeddings.npy", emb, allow_pickle=False)
+    gallery = GalleryEntry(
+        coords=(gdir / "coords.npy").as_posix(),
+        embeddings=(gdir / "embeddings.npy").as_posix(),
+        size=len(coords),
+        source=f"geoclip {weights.provenance.get('version') or '?'} {recipe.gallery_csv}",
+        areas=areas,
+    )
+    gallery = with_default_tree(
+        stage, gallery, emb, coords, opts.tree_levels, location_encoder=loc, reporter=rep
+    )
+    return gallery, emb
 
 
 def _best_int8(
