@@ -125,101 +125,19 @@ def build_tree(
         if coords is None or location_encoder is None:
             raise UsageError(f"tree {config.key} needs the gallery coordinates and encoder")
         if config.features == "capsules" and capsules is None:
-            with rep.task(f"Embedding {n:,} coordinates per capsule", total=n) as adv:
-                parts = []
-                for s in range(0, n, 8192):
-                    _, caps = location_encoder(coords[s : s + 8192], capsules=True)
-                    # The tree uses capsules 0 and 1 at most (levels deeper than 2 reuse 1).
-                    parts.append(caps[:, : min(len(config.levels), caps.shape[1])].copy())
-                    adv(len(caps))
-                capsules = np.concatenate(parts)
+            capsules = _capsule_embeddings(coords, location_encoder, len(config.levels), rep)
     out_dir.mkdir(parents=True, exist_ok=True)
-    features: dict[int, np.ndarray] = {}
-
-    # Level by level: split every node of the level above with k-means on its members.
-    group = np.zeros(n, dtype=np.int64)  # node of the current level for every point
-    n_groups = 1
-    parents_per_level: list[np.ndarray] = []
     with rep.task(f"Clustering {n:,} points into levels {config.key}"):
-        for level, k in enumerate(config.levels):
-            feats = _level_features(config, level, embeddings, capsules, features)
-            order = np.argsort(group, kind="stable")
-            bounds = np.searchsorted(group[order], np.arange(n_groups + 1))
-            new_group = np.empty(n, dtype=np.int64)
-            parents = []
-            next_id = 0
-            for p in range(n_groups):
-                members = order[bounds[p] : bounds[p + 1]]
-                labels, centers = kmeans(feats[members], k, seed=config.seed * 7919 + p)
-                new_group[members] = labels + next_id
-                parents.extend([p] * len(centers))
-                next_id += len(centers)
-            group, n_groups = new_group, next_id
-            parents_per_level.append(np.asarray(parents, dtype=np.int64))
-
-    # Leaves: gallery rows ordered by leaf cluster (stable, so gallery order within one).
-    leaf_rows = np.argsort(group, kind="stable").astype(np.int64)
-    leaf_offsets = np.searchsorted(group[leaf_rows], np.arange(n_groups + 1)).astype(np.int64)
-    leaves = np.lib.format.open_memmap(out_dir / LEAVES, "w+", np.float16, (n, dim))
-    sums = np.zeros((n_groups, dim), dtype=np.float64)
-    with rep.task("Writing leaf blocks", total=n) as adv:
-        start_cluster = 0
-        while start_cluster < n_groups:
-            # Whole clusters per chunk, so that reduceat sees complete blocks.
-            a = int(leaf_offsets[start_cluster])
-            end_cluster = int(np.searchsorted(leaf_offsets, a + CHUNK, side="right")) - 1
-            end_cluster = min(max(end_cluster, start_cluster + 1), n_groups)
-            b = int(leaf_offsets[end_cluster])
-            block = np.asarray(embeddings[leaf_rows[a:b]], dtype=np.float16)
-            leaves[a:b] = block
-            local = leaf_offsets[start_cluster:end_cluster] - a
-            sums[start_cluster:end_cluster] = np.add.reduceat(
-                block.astype(np.float64), local, axis=0
-            )
-            adv(b - a)
-            start_cluster = end_cluster
-    leaves.flush()
-    del leaves
-
-    # Node keys bottom-up: a node's member sum is the sum of its children's.
-    level_sums: list[np.ndarray] = [sums]
-    level_groups: list[np.ndarray] = [group]
-    for level in range(len(config.levels) - 1, 0, -1):
-        par = parents_per_level[level]
-        n_par = len(parents_per_level[level - 1])
-        child_sums = level_sums[0]
-        up = np.zeros((n_par, dim), dtype=np.float64)
-        np.add.at(up, par, child_sums)
-        level_sums.insert(0, up)
-        level_groups.insert(0, par[level_groups[0]])
-    files = [TREE_META, LEAVES, LEAF_OFFSETS, LEAF_ROWS]
+        group, parents_per_level = _cluster_levels(config, embeddings, capsules)
+    n_leaves = len(parents_per_level[-1])
+    leaf_rows, leaf_offsets, sums = _write_leaves(out_dir, embeddings, group, n_leaves, rep)
     _write_npy(out_dir / LEAF_ROWS, leaf_rows)
     _write_npy(out_dir / LEAF_OFFSETS, leaf_offsets)
-    nodes_per_level = []
+    files = [TREE_META, LEAVES, LEAF_OFFSETS, LEAF_ROWS]
     with rep.task("Writing node keys and hnswlib indexes"):
-        for level, level_sum in enumerate(level_sums):
-            if config.node == "gps":
-                assert coords is not None and location_encoder is not None
-                centres = sphere_mean(coords, level_groups[level], len(level_sum))
-                keys = np.asarray(location_encoder(centres), dtype=np.float64)
-            else:
-                keys = level_sum
-            norms = np.linalg.norm(keys, axis=1, keepdims=True)
-            keys = (keys / np.maximum(norms, 1e-12)).astype(np.float32)
-            # Keys below the top are read per query like leaves: fp16 halves that traffic;
-            # the rounding (1e-3 relative) is far below the gaps that routing decides on.
-            _write_npy(out_dir / nodes_file(level), keys if level == 0 else _f16(keys))
-            files.append(nodes_file(level))
-            if level > 0:
-                # Nodes of a level are stored grouped by parent (k-means ran per parent).
-                par = parents_per_level[level]
-                offsets = np.searchsorted(par, np.arange(len(level_sums[level - 1]) + 1))
-                _write_npy(out_dir / children_file(level), offsets.astype(np.int64))
-                files.append(children_file(level))
-            if hnswlib_available():
-                save_hnsw(out_dir / hnsw_file(level), keys, config.seed)
-                files.append(hnsw_file(level))
-            nodes_per_level.append(len(keys))
+        nodes_per_level = _write_levels(
+            out_dir, config, sums, group, parents_per_level, coords, location_encoder, files
+        )
 
     sizes = np.diff(leaf_offsets)
     meta = {
@@ -243,3 +161,127 @@ def build_tree(
     }
     (out_dir / TREE_META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return meta
+
+
+def _capsule_embeddings(
+    coords: np.ndarray, location_encoder: LocationEncoder, n_levels: int, rep: Reporter
+) -> np.ndarray:
+    n = len(coords)
+    with rep.task(f"Embedding {n:,} coordinates per capsule", total=n) as adv:
+        parts = []
+        for s in range(0, n, 8192):
+            _, caps = location_encoder(coords[s : s + 8192], capsules=True)
+            # The tree uses capsules 0 and 1 at most (levels deeper than 2 reuse 1).
+            parts.append(caps[:, : min(n_levels, caps.shape[1])].copy())
+            adv(len(caps))
+    return np.concatenate(parts)
+
+
+def _cluster_levels(
+    config: TreeConfig, embeddings: np.ndarray, capsules: np.ndarray | None
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Level by level, every node of the level above split with k-means on its members.
+
+    Returns each point's leaf node and, per level, each node's parent (nodes of a level
+    numbered parent by parent)."""
+    n = len(embeddings)
+    features: dict[int, np.ndarray] = {}
+    group = np.zeros(n, dtype=np.int64)  # node of the current level for every point
+    n_groups = 1
+    parents_per_level: list[np.ndarray] = []
+    for level, k in enumerate(config.levels):
+        feats = _level_features(config, level, embeddings, capsules, features)
+        order = np.argsort(group, kind="stable")
+        bounds = np.searchsorted(group[order], np.arange(n_groups + 1))
+        new_group = np.empty(n, dtype=np.int64)
+        parents = []
+        next_id = 0
+        for p in range(n_groups):
+            members = order[bounds[p] : bounds[p + 1]]
+            labels, centers = kmeans(feats[members], k, seed=config.seed * 7919 + p)
+            new_group[members] = labels + next_id
+            parents.extend([p] * len(centers))
+            next_id += len(centers)
+        group, n_groups = new_group, next_id
+        parents_per_level.append(np.asarray(parents, dtype=np.int64))
+    return group, parents_per_level
+
+
+def _write_leaves(
+    out_dir: Path, embeddings: np.ndarray, group: np.ndarray, n_groups: int, rep: Reporter
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The leaf blocks: gallery rows ordered by leaf (stable, so gallery order within
+    one), as fp16. Returns the rows, each leaf's offset, and each leaf's embedding sum."""
+    n, dim = embeddings.shape
+    leaf_rows = np.argsort(group, kind="stable").astype(np.int64)
+    leaf_offsets = np.searchsorted(group[leaf_rows], np.arange(n_groups + 1)).astype(np.int64)
+    leaves = np.lib.format.open_memmap(out_dir / LEAVES, "w+", np.float16, (n, dim))
+    sums = np.zeros((n_groups, dim), dtype=np.float64)
+    with rep.task("Writing leaf blocks", total=n) as adv:
+        start_cluster = 0
+        while start_cluster < n_groups:
+            # Whole clusters per chunk, so that reduceat sees complete blocks.
+            a = int(leaf_offsets[start_cluster])
+            end_cluster = int(np.searchsorted(leaf_offsets, a + CHUNK, side="right")) - 1
+            end_cluster = min(max(end_cluster, start_cluster + 1), n_groups)
+            b = int(leaf_offsets[end_cluster])
+            block = np.asarray(embeddings[leaf_rows[a:b]], dtype=np.float16)
+            leaves[a:b] = block
+            local = leaf_offsets[start_cluster:end_cluster] - a
+            sums[start_cluster:end_cluster] = np.add.reduceat(
+                block.astype(np.float64), local, axis=0
+            )
+            adv(b - a)
+            start_cluster = end_cluster
+    leaves.flush()
+    del leaves
+    return leaf_rows, leaf_offsets, sums
+
+
+def _write_levels(
+    out_dir: Path,
+    config: TreeConfig,
+    leaf_sums: np.ndarray,
+    group: np.ndarray,
+    parents_per_level: list[np.ndarray],
+    coords: np.ndarray | None,
+    location_encoder: LocationEncoder | None,
+    files: list[str],
+) -> list[int]:
+    """Every level's node keys, child offsets and hnswlib index (their names added to
+    ``files``); returns the number of nodes per level."""
+    dim = leaf_sums.shape[1]
+    # Node keys bottom-up: a node's member sum is the sum of its children's.
+    level_sums: list[np.ndarray] = [leaf_sums]
+    level_groups: list[np.ndarray] = [group]
+    for level in range(len(config.levels) - 1, 0, -1):
+        par = parents_per_level[level]
+        up = np.zeros((len(parents_per_level[level - 1]), dim), dtype=np.float64)
+        np.add.at(up, par, level_sums[0])
+        level_sums.insert(0, up)
+        level_groups.insert(0, par[level_groups[0]])
+    nodes_per_level = []
+    for level, level_sum in enumerate(level_sums):
+        if config.node == "gps":
+            assert coords is not None and location_encoder is not None
+            centres = sphere_mean(coords, level_groups[level], len(level_sum))
+            keys = np.asarray(location_encoder(centres), dtype=np.float64)
+        else:
+            keys = level_sum
+        norms = np.linalg.norm(keys, axis=1, keepdims=True)
+        keys = (keys / np.maximum(norms, 1e-12)).astype(np.float32)
+        # Keys below the top are read per query like leaves: fp16 halves that traffic;
+        # the rounding (1e-3 relative) is far below the gaps that routing decides on.
+        _write_npy(out_dir / nodes_file(level), keys if level == 0 else _f16(keys))
+        files.append(nodes_file(level))
+        if level > 0:
+            # Nodes of a level are stored grouped by parent (k-means ran per parent).
+            par = parents_per_level[level]
+            offsets = np.searchsorted(par, np.arange(len(level_sums[level - 1]) + 1))
+            _write_npy(out_dir / children_file(level), offsets.astype(np.int64))
+            files.append(children_file(level))
+        if hnswlib_available():
+            save_hnsw(out_dir / hnsw_file(level), keys, config.seed)
+            files.append(hnsw_file(level))
+        nodes_per_level.append(len(keys))
+    return nodes_per_level
