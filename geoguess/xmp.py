@@ -22,7 +22,7 @@ import copy
 import io
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from xml.etree import ElementTree as ET
@@ -86,12 +86,14 @@ class XmpResult:
 
     ``action``: ``written`` (a new file), ``merged`` (into an existing sidecar),
     ``unchanged`` (it already said this), ``kept`` (it holds GPS of its own),
-    ``skipped`` (no sidecar wanted: the photo failed, or has EXIF GPS).
+    ``skipped`` (no sidecar wanted: the photo failed, or has EXIF GPS). ``kind``: the
+    position it holds when written from a record (see :func:`record_position`).
     """
 
     path: Path
     action: str
     why: str = ""
+    kind: str = ""
 
 
 @dataclass(frozen=True)
@@ -435,7 +437,7 @@ def write_record_sidecar(
     if need_photo and not os.path.isfile(photo):
         raise XmpError(photo, "no such photo here; a sidecar goes beside its photo")
     lat, lon, kind = position
-    return write_sidecar(
+    done = write_sidecar(
         photo,
         lat,
         lon,
@@ -445,6 +447,7 @@ def write_record_sidecar(
         method=_METHODS[kind],
         dry_run=dry_run,
     )
+    return replace(done, kind=kind)
 
 
 def write_result_sidecar(result: LocateResult, options: SidecarOptions) -> XmpResult:

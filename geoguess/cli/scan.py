@@ -160,14 +160,12 @@ class ScanOutputOptions:
 
     def open(self, model: Mapping[str, Any]) -> Any:
         """The scan's writer (:func:`geoguess.scan_shards.open_output`), resuming."""
-        from ..scan_output import output_format
         from ..scan_shards import open_output
 
-        path = None if self.to_stdout else self.output
-        fmt = self.fmt if self.to_folder else output_format(path, self.fmt)
+        # The writer reads the format from --format or the suffix, as check() did.
         writer = open_output(
-            path,
-            fmt,
+            None if self.to_stdout else self.output,
+            self.fmt,
             model=model,
             shard_size=self.shard_size,
             overwrite=self.overwrite,

@@ -113,7 +113,7 @@ class SidecarTally:
             _err(str(exc))
             return
         self.counts[done.action] += 1
-        if isinstance(item, dict) and item.get("reviewed") and done.action in _CHANGED:
+        if done.kind == "reviewed" and done.action in _CHANGED:
             self.counts["reviewed"] += 1
 
     def print_summary(self) -> None:
